@@ -1,0 +1,122 @@
+"""attd-core: contracts, plugin system, Mamba backbone, adapters, TTA engine and runtime.
+
+This module is the public API for plugin authors: import from here only. Contracts,
+specs and the plugin manager load eagerly and import no torch; the torch-backed
+components load on first attribute access, so plugin discovery stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from attd_core.errors import (
+    AttdError,
+    CheckpointError,
+    ConfigError,
+    PluginError,
+    UnknownComponentError,
+)
+from attd_core.hookspecs import hookimpl
+from attd_core.interfaces import (
+    Adaptation,
+    AdaptableModel,
+    Adapter,
+    AdapterSlot,
+    AdapterState,
+    Backbone,
+    Batch,
+    Controller,
+    ControllerPlan,
+    Encoder,
+    InnerObjective,
+    InputSpec,
+    ModelOutput,
+    Pooling,
+    Task,
+    TTAStrategy,
+)
+from attd_core.plugins import PluginManager, get_plugin_manager
+from attd_core.spec_strings import ComponentChoice, parse_component
+from attd_core.specs import (
+    AdapterSpec,
+    BackboneSpec,
+    ControllerSpec,
+    EncoderSpec,
+    NoOptions,
+    ObjectiveSpec,
+    PluginSpec,
+    PoolingSpec,
+    ShiftSpec,
+    StrategySpec,
+    TaskSpec,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "MambaBackbone": "attd_core.backbones.mamba",
+    "selective_scan": "attd_core.backbones.scan",
+    "DeltaSSMAdapter": "attd_core.adapters.delta_ssm",
+    "EntropyKL": "attd_core.tta.objectives",
+    "NoAdaptation": "attd_core.tta.strategies",
+    "FixedSteps": "attd_core.tta.strategies",
+    "masked_mean": "attd_core.pooling",
+    "AttdModel": "attd_core.model",
+    "ClassificationTask": "attd_core.tasks",
+    "RunConfig": "attd_core.runtime.config",
+    "resolve_run_config": "attd_core.runtime.config",
+    "run_experiment": "attd_core.runtime.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'attd_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "Adaptation",
+    "AdaptableModel",
+    "Adapter",
+    "AdapterSlot",
+    "AdapterSpec",
+    "AdapterState",
+    "AttdError",
+    "Backbone",
+    "BackboneSpec",
+    "Batch",
+    "CheckpointError",
+    "ComponentChoice",
+    "ConfigError",
+    "Controller",
+    "ControllerPlan",
+    "ControllerSpec",
+    "Encoder",
+    "EncoderSpec",
+    "InnerObjective",
+    "InputSpec",
+    "ModelOutput",
+    "NoOptions",
+    "ObjectiveSpec",
+    "PluginError",
+    "PluginManager",
+    "PluginSpec",
+    "Pooling",
+    "PoolingSpec",
+    "ShiftSpec",
+    "StrategySpec",
+    "TTAStrategy",
+    "Task",
+    "TaskSpec",
+    "UnknownComponentError",
+    "__version__",
+    "get_plugin_manager",
+    "hookimpl",
+    "parse_component",
+    *_LAZY,
+]

@@ -1,0 +1,43 @@
+"""Errors that mean "the user asked for something wrong", as opposed to bugs.
+
+The CLI prints these as one message and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AttdError(Exception):
+    """Base of every user-facing attd error."""
+
+
+class PluginError(AttdError):
+    """A plugin could not be loaded, registered or resolved."""
+
+
+class UnknownComponentError(PluginError):
+    """A name that no registered plugin provides; the message lists what exists."""
+
+    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+        self.kind, self.name, self.available = kind, name, available
+        listed = ", ".join(sorted(available)) or "none installed"
+        super().__init__(f"unknown {kind} {name!r}; available: {listed}")
+
+
+class ConfigError(AttdError):
+    """A configuration value, file or spec string that does not validate."""
+
+
+class CheckpointError(AttdError):
+    """A checkpoint that is missing, truncated, pickled or does not match the model."""
+
+
+def describe_validation_error(exc: Any, prefix: str = "") -> str:
+    """One line per problem of a pydantic `ValidationError`: key path, message, bad value."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        got = f" (got {error['input']!r})" if "input" in error and error["type"] != "missing" else ""
+        lines.append(f"{path or '(root)'}: {error['msg']}{got}")
+    return "; ".join(lines)

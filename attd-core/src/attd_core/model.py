@@ -1,0 +1,77 @@
+"""The model the runtime assembles from plugins: embedding, backbone, pooling, task head.
+
+Tasks compose these pieces in their `forward`; `BoundModel` ties a model to its task
+and adapter so that TTA strategies see one callable and never the task's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from attd_core.errors import ConfigError
+from attd_core.interfaces import Adapter, AdapterState, Backbone, Batch, InputSpec, ModelOutput, Task
+from attd_core.pooling import POOLINGS
+
+
+class AttdModel(nn.Module):
+    """Input embedding + backbone + pooling + the task's head."""
+
+    def __init__(
+        self, backbone: Backbone, input_spec: InputSpec, head: nn.Module, pooling: str = "mean"
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
+        d_model = backbone.d_model
+        if input_spec.vocab_size is not None:
+            self.embed: nn.Module = nn.Embedding(
+                input_spec.vocab_size, d_model, padding_idx=input_spec.pad_id
+            )
+        elif input_spec.channels is not None:
+            self.embed = nn.Linear(input_spec.channels, d_model)
+        else:
+            raise ConfigError("a task's input_spec needs vocab_size or channels")
+        self.backbone = backbone
+        self.head = head
+        self.pooling_name = pooling
+        self._pool = POOLINGS[pooling]
+
+    def encode(
+        self, inputs: Tensor, mask: Tensor | None = None, adapter_state: AdapterState | None = None
+    ) -> Tensor:
+        """Embed the inputs and run the backbone: `(B, L, D)` features."""
+        return self.backbone(self.embed(inputs), mask=mask, adapter_state=adapter_state)
+
+    def pool(self, features: Tensor, mask: Tensor | None) -> Tensor:
+        return self._pool(features, mask)
+
+
+class BoundModel:
+    """A model bound to its task and adapter: what a `TTAStrategy` adapts.
+
+    The generator makes fresh adapter states reproducible: `reset_generator()` before an
+    evaluation pass gives every pass the same initial states.
+    """
+
+    def __init__(self, task: Task, model: AttdModel, adapter: Adapter, seed: int = 0) -> None:
+        self.task, self.model, self.adapter, self.seed = task, model, adapter, seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reset_generator(self) -> None:
+        self.generator.manual_seed(self.seed)
+
+    def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
+        return self.task.forward(self.model, batch, adapter_state)
+
+    def init_adapter_state(self, batch_size: int) -> AdapterState:
+        return self.adapter.init_state(
+            self.model.backbone, batch_size, generator=self.generator
+        )
+
+    def project_adapter_state(
+        self, state: AdapterState
+    ) -> tuple[AdapterState, Mapping[str, Tensor]]:
+        return self.adapter.project(state)

@@ -1,0 +1,107 @@
+"""Compact component specs as users type them: `NAME[:ARGS]`.
+
+ARGS are comma-separated, positionals first (in the order the config model lists in
+its `positional` class variable), then `key=value`. `fixed:3`, `fixed:k=3,lr=0.01`
+and `adaptive:5,controller=threshold` are examples. Values are validated by the
+component's pydantic config model, so `fixed:x` and `fixed:-1` fail with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from attd_core.errors import ConfigError, describe_validation_error
+from attd_core.plugins import PluginManager
+from attd_core.specs import PluginSpec
+
+
+@dataclass(frozen=True)
+class ComponentChoice:
+    """A parsed spec string: the component, its validated options, its canonical text."""
+
+    spec: PluginSpec
+    options: BaseModel
+    canonical: str
+
+    def create(self) -> Any:
+        return self.spec.create(self.options)
+
+
+def positional_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """Fields that may be given without `key=`, in order."""
+    return tuple(getattr(model, "positional", ()))
+
+
+def parse_component(text: str, kind: str, manager: PluginManager) -> ComponentChoice:
+    """Parse `text` into a registered component of `kind` with validated options."""
+    name, _, args = text.strip().partition(":")
+    spec = manager.get(kind, name.strip())
+    model = spec.config
+    positional = positional_fields(model)
+    allowed = list(model.model_fields)
+    raw: dict[str, str] = {}
+    seen_keyword = False
+    for index, part in enumerate(arg.strip() for arg in args.split(",") if args.strip()):
+        key, has_key, value = part.partition("=")
+        if has_key:
+            key, seen_keyword = key.strip(), True
+            if key not in model.model_fields:
+                raise ConfigError(
+                    f"bad {kind} spec {text!r}: unknown option {key!r} for {name!r}; "
+                    f"options: {', '.join(allowed) or 'none'}"
+                )
+        elif seen_keyword:
+            raise ConfigError(
+                f"bad {kind} spec {text!r}: positional value {part!r} after key=value options"
+            )
+        elif index >= len(positional):
+            expected = ", ".join(positional) or "no positional values"
+            raise ConfigError(
+                f"bad {kind} spec {text!r}: too many positional values ({part!r}); "
+                f"{name!r} takes {expected}; options: {', '.join(allowed) or 'none'}"
+            )
+        else:
+            key, value = positional[index], part
+        if key in raw:
+            raise ConfigError(f"bad {kind} spec {text!r}: option {key!r} given twice")
+        raw[key] = value.strip()
+    try:
+        options = model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"bad {kind} spec {text!r}: {describe_validation_error(exc)}"
+        ) from None
+    return ComponentChoice(spec, options, canonical_text(spec.name, options))
+
+
+def canonical_text(name: str, options: BaseModel) -> str:
+    """The one spelling of a choice: required and non-default positionals, then changed keys."""
+    model = type(options)
+    positional = positional_fields(model)
+    values = options.model_dump()
+    defaults = {
+        key: field.get_default(call_default_factory=True)
+        for key, field in model.model_fields.items()
+        if not field.is_required()
+    }
+
+    def changed(key: str) -> bool:
+        return key not in defaults or values[key] != defaults[key]
+
+    last = max((i for i, key in enumerate(positional) if changed(key)), default=-1)
+    parts = [_format(values[key]) for key in positional[: last + 1]]
+    parts += [
+        f"{key}={_format(values[key])}"
+        for key in model.model_fields
+        if key not in positional and changed(key)
+    ]
+    return f"{name}:{','.join(parts)}" if parts else name
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else str(value)

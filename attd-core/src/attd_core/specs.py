@@ -1,0 +1,143 @@
+"""Pydantic specs that plugins hand to the `register` callback.
+
+A spec describes a component without importing it: `factory` is a `"module:attr"`
+string resolved on first use, so listing plugins imports no torch. `config` is the
+pydantic model that validates the component's options (CLI `--set`, YAML, spec strings).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from attd_core.errors import PluginError
+
+_NAME_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
+_FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
+class NoOptions(BaseModel):
+    """The config model of a component that takes no options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginSpec(BaseModel):
+    """Common fields of every registered component; subclasses fix `kind`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    kind: ClassVar[str] = "component"
+
+    name: str = Field(pattern=_NAME_PATTERN, description="The name users type.")
+    summary: str = Field(min_length=1, description="One line for `attd list-plugins`.")
+    factory: str = Field(
+        pattern=_FACTORY_PATTERN,
+        description='"module:attr" of a callable taking the validated config.',
+    )
+    config: type[BaseModel] = Field(default=NoOptions, description="Options model.")
+
+    @field_validator("config")
+    @classmethod
+    def _config_forbids_unknown_keys(cls, model: type[BaseModel]) -> type[BaseModel]:
+        if model.model_config.get("extra") != "forbid":
+            raise ValueError(
+                f"config model {model.__name__} must set extra='forbid' so that "
+                "misspelled options are reported instead of ignored"
+            )
+        return model
+
+    def load(self) -> Any:
+        """Import and return the factory; errors name the plugin and the factory."""
+        module_name, _, attr_path = self.factory.partition(":")
+        try:
+            target: Any = importlib.import_module(module_name)
+            for attr in attr_path.split("."):
+                target = getattr(target, attr)
+        except Exception as exc:  # any import-time failure is the plugin's, not ours
+            raise PluginError(
+                f"{self.kind} {self.name!r}: cannot load factory {self.factory!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return target
+
+    def create(self, options: BaseModel | dict[str, Any] | None = None) -> Any:
+        """Validate `options` against `config` and call the factory with the result."""
+        if not isinstance(options, self.config):
+            options = self.config.model_validate(options or {})
+        return self.load()(options)
+
+
+class BackboneSpec(PluginSpec):
+    """A sequence model mapping `(B, L, D)` to `(B, L, D)`."""
+
+    kind: ClassVar[str] = "backbone"
+
+
+class TaskSpec(PluginSpec):
+    """A dataset with labels, metrics and its head.
+
+    `run_defaults` are dotted run-config overrides (e.g. `{"train.epochs": 2}`) applied
+    before user files, so that `attd run --task NAME` works well with no flags.
+    """
+
+    kind: ClassVar[str] = "task"
+    run_defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategySpec(PluginSpec):
+    """A test-time adaptation strategy (`none`, `fixed:k`, ...)."""
+
+    kind: ClassVar[str] = "strategy"
+
+
+class AdapterSpec(PluginSpec):
+    """An adapter: the adapted part of a backbone and its constraints."""
+
+    kind: ClassVar[str] = "adapter"
+
+
+class ControllerSpec(PluginSpec):
+    """A map from difficulty to number of inner steps."""
+
+    kind: ClassVar[str] = "controller"
+
+
+class ObjectiveSpec(PluginSpec):
+    """An inner (self-supervised) objective, one loss per sample."""
+
+    kind: ClassVar[str] = "objective"
+
+
+class EncoderSpec(PluginSpec):
+    """A modality encoder turning raw inputs into tokens and masks."""
+
+    kind: ClassVar[str] = "encoder"
+
+
+class PoolingSpec(PluginSpec):
+    """A pooling of `(B, L, D)` features into `(B, D)`."""
+
+    kind: ClassVar[str] = "pooling"
+
+
+class ShiftSpec(PluginSpec):
+    """A test-time distribution shift applied at evaluation only."""
+
+    kind: ClassVar[str] = "shift"
+
+
+SPEC_TYPES: tuple[type[PluginSpec], ...] = (
+    BackboneSpec,
+    TaskSpec,
+    StrategySpec,
+    AdapterSpec,
+    ControllerSpec,
+    ObjectiveSpec,
+    EncoderSpec,
+    PoolingSpec,
+    ShiftSpec,
+)
+KINDS: tuple[str, ...] = tuple(spec.kind for spec in SPEC_TYPES)

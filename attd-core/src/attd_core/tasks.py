@@ -1,0 +1,54 @@
+"""A base for classification tasks: one label per sequence, accuracy as the metric.
+
+Plugins subclass it and supply data (`load_split`) and collation (`preprocess`); the
+forward pass, loss and metrics are shared so every classification task pools the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attd_core.interfaces import AdapterState, Batch, InputSpec, ModelOutput
+
+
+class ClassificationTask:
+    """Sequence classification; subclasses set `input_spec` and `num_classes`."""
+
+    input_spec: InputSpec
+    num_classes: int
+
+    def build_head(self, d_model: int) -> nn.Module:
+        return nn.Linear(d_model, self.num_classes)
+
+    def forward(
+        self, model: nn.Module, batch: Batch, adapter_state: AdapterState | None = None
+    ) -> ModelOutput:
+        features = model.encode(batch.inputs, batch.mask, adapter_state)
+        pooled = model.pool(features, batch.mask)
+        return ModelOutput(logits=model.head(pooled), features=features, pooled=pooled)
+
+    def compute_loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        return F.cross_entropy(output.logits, batch.labels)
+
+    def compute_metrics(self, output: ModelOutput, batch: Batch) -> dict[str, float]:
+        """Batch means; the evaluator weights them by batch size."""
+        loss = F.cross_entropy(output.logits, batch.labels)
+        correct = (output.logits.argmax(dim=-1) == batch.labels).float().mean()
+        return {"accuracy": float(correct), "loss": float(loss)}
+
+    def collate_tokens(
+        self, sequences: Sequence[Sequence[int]], labels: Sequence[int] | None = None
+    ) -> Batch:
+        """Right-pad token sequences with the pad id; the mask marks real tokens."""
+        length = max((len(seq) for seq in sequences), default=0)
+        inputs = torch.full((len(sequences), max(length, 1)), self.input_spec.pad_id)
+        for row, seq in enumerate(sequences):
+            inputs[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        lengths = torch.tensor([len(seq) for seq in sequences])
+        mask = torch.arange(inputs.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+        target = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        return Batch(inputs=inputs, mask=mask, labels=target)

@@ -1,0 +1,1 @@
+"""attd-tasks-lra: registers the Long Range Arena tasks."""
