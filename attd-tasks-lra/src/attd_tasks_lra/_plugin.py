@@ -1,1 +1,22 @@
-"""attd-tasks-lra: registers the Long Range Arena tasks."""
+"""attd-tasks-lra's registrations: light, so `attd list-plugins` imports no torch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attd_core import PluginSpec, TaskSpec, hookimpl
+
+from attd_tasks_lra.listops.options import ListOpsOptions
+
+
+@hookimpl
+def attd_register(register: Callable[[PluginSpec], None]) -> None:
+    register(
+        TaskSpec(
+            name="listops",
+            summary="LRA ListOps: value of a nested MAX/MIN/MED/SM expression (10 classes)",
+            factory="attd_tasks_lra.listops.task:ListOpsTask",
+            config=ListOpsOptions,
+            run_defaults={},
+        )
+    )

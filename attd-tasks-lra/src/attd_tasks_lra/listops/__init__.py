@@ -1,0 +1,1 @@
+"""ListOps: the LRA generator, tokeniser and task."""
