@@ -19,8 +19,8 @@ from attd_core.errors import (
 )
 from attd_core.hookspecs import hookimpl
 from attd_core.interfaces import (
-    Adaptation,
     AdaptableModel,
+    Adaptation,
     Adapter,
     AdapterSlot,
     AdapterState,

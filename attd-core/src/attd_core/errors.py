@@ -38,6 +38,8 @@ def describe_validation_error(exc: Any, prefix: str = "") -> str:
     lines = []
     for error in exc.errors():
         path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-        got = f" (got {error['input']!r})" if "input" in error and error["type"] != "missing" else ""
+        got = (
+            f" (got {error['input']!r})" if "input" in error and error["type"] != "missing" else ""
+        )
         lines.append(f"{path or '(root)'}: {error['msg']}{got}")
     return "; ".join(lines)

@@ -227,4 +227,6 @@ class AdaptableModel(Protocol):
 class TTAStrategy(Protocol):
     """Adapts to one batch at test time and says how many steps each sample took."""
 
-    def adapt(self, model: AdaptableModel, batch: Batch, objective: InnerObjective) -> Adaptation: ...
+    def adapt(
+        self, model: AdaptableModel, batch: Batch, objective: InnerObjective
+    ) -> Adaptation: ...

@@ -12,7 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from attd_core.errors import ConfigError
-from attd_core.interfaces import Adapter, AdapterState, Backbone, Batch, InputSpec, ModelOutput, Task
+from attd_core.interfaces import (
+    Adapter,
+    AdapterState,
+    Backbone,
+    Batch,
+    InputSpec,
+    ModelOutput,
+    Task,
+)
 from attd_core.pooling import POOLINGS
 
 
@@ -67,9 +75,7 @@ class BoundModel:
         return self.task.forward(self.model, batch, adapter_state)
 
     def init_adapter_state(self, batch_size: int) -> AdapterState:
-        return self.adapter.init_state(
-            self.model.backbone, batch_size, generator=self.generator
-        )
+        return self.adapter.init_state(self.model.backbone, batch_size, generator=self.generator)
 
     def project_adapter_state(
         self, state: AdapterState

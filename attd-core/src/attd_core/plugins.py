@@ -182,7 +182,11 @@ class PluginManager:
             f" keeping the first"
         )
         row = PluginRow(
-            info.distribution, info.version, spec.kind, spec.name, spec.summary,
+            info.distribution,
+            info.version,
+            spec.kind,
+            spec.name,
+            spec.summary,
             f"rejected: duplicate of {other.name!r} ({other.distribution})",
         )
         self.rejected.append(row)
@@ -234,8 +238,13 @@ class PluginManager:
         """Everything for `attd list-plugins`: components, broken plugins, rejections."""
         rows = [
             PluginRow(
-                reg.plugin.distribution, reg.plugin.version, kind, name, reg.spec.summary,
-                "ok", round(reg.plugin.load_seconds * 1000, 1),
+                reg.plugin.distribution,
+                reg.plugin.version,
+                kind,
+                name,
+                reg.spec.summary,
+                "ok",
+                round(reg.plugin.load_seconds * 1000, 1),
             )
             for kind, registered in self._components.items()
             for name, reg in registered.items()
@@ -247,7 +256,11 @@ class PluginManager:
     @staticmethod
     def _problem_row(info: PluginInfo) -> PluginRow:
         return PluginRow(
-            info.distribution, info.version, "plugin", info.name, "(not loaded)",
+            info.distribution,
+            info.version,
+            "plugin",
+            info.name,
+            "(not loaded)",
             f"broken: {info.reason}",
         )
 

@@ -71,9 +71,7 @@ def parse_component(text: str, kind: str, manager: PluginManager) -> ComponentCh
     try:
         options = model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(
-            f"bad {kind} spec {text!r}: {describe_validation_error(exc)}"
-        ) from None
+        raise ConfigError(f"bad {kind} spec {text!r}: {describe_validation_error(exc)}") from None
     return ComponentChoice(spec, options, canonical_text(spec.name, options))
 
 

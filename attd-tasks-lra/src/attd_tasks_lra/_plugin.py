@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attd_core import PluginSpec, TaskSpec, hookimpl
-
 from attd_tasks_lra.listops.options import ListOpsOptions
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
-
 from attd_tasks_lra.listops.generator import ListOpsGeneratorConfig, generate_splits
 from attd_tasks_lra.listops.options import ListOpsOptions
 from attd_tasks_lra.listops.tokenizer import ListOpsTokenizer
@@ -39,7 +38,9 @@ class ListOpsTask(ClassificationTask):
 
         if self.options.data_dir is None:
             generator_fields = ListOpsGeneratorConfig.model_fields
-            config = ListOpsGeneratorConfig(**self.options.model_dump(include=set(generator_fields)))
+            config = ListOpsGeneratorConfig(
+                **self.options.model_dump(include=set(generator_fields))
+            )
             return {
                 split: datasets.Dataset.from_list(rows)
                 for split, rows in generate_splits(config).items()

@@ -1,0 +1,167 @@
+"""The `attd` command line: built-in commands plus whatever plugins add.
+
+User errors (every `AttdError`, and usage errors) end the program with exit code 2 and
+one `error: ...` line on stderr, never a traceback. This module imports no torch: the
+commands that need it (and rich, which `list-plugins --json` does not) import it when
+they run, so that start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+import attd_cli
+import attd_core
+from attd_core import AttdError, PluginManager, get_plugin_manager
+
+USER_ERROR = 2
+
+
+def fail(message: str, code: int = USER_ERROR) -> NoReturn:
+    """Print one error line on stderr and exit."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+class AttdGroup(TyperGroup):
+    """Runs the command tree with Typer's own error display off, and shows errors as one line."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except AttdError as exc:
+            fail(str(exc))
+        except typer.TyperException as exc:  # usage errors: bad option, missing value, ...
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+                raise SystemExit(exc.exit_code) from None
+            fail(_usage_message(exc), exc.exit_code)
+        except typer.Abort:
+            fail("aborted", 1)
+        if not standalone_mode:
+            return result
+        raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{exc.format_message()}{hint}"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"attd-cli {attd_cli.__version__} (attd-core {attd_core.__version__})")
+        raise typer.Exit()
+
+
+def create_app(manager: PluginManager) -> typer.Typer:
+    """The root app with the built-in commands and the plugins' commands."""
+    app = typer.Typer(
+        name="attd",
+        cls=AttdGroup,
+        help="Mamba state-space models that adapt themselves at test time.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def root(
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                callback=_show_version,
+                is_eager=True,
+                help="Print the versions of attd-cli and attd-core, then exit.",
+            ),
+        ] = False,
+    ) -> None:
+        """attd: Mamba state-space models that adapt themselves at test time."""
+
+    @app.command("list-plugins")
+    def list_plugins_command(
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print the rows as a JSON list of objects.")
+        ] = False,
+    ) -> None:
+        """List installed plugins and the components they provide."""
+        from attd_cli.list_plugins import list_plugins
+
+        list_plugins(manager, as_json=as_json)
+
+    @app.command("run")
+    def run_command(
+        task: Annotated[
+            str | None,
+            typer.Option(metavar="NAME", help="Task to train and evaluate (see list-plugins)."),
+        ] = None,
+        backbone: Annotated[
+            str | None, typer.Option(metavar="NAME", help="Backbone (default: mamba).")
+        ] = None,
+        tta: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--tta",
+                metavar="SPEC",
+                help="Strategy to compare with no adaptation, e.g. fixed:3 (repeatable).",
+            ),
+        ] = None,
+        config: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
+            ),
+        ] = None,
+        overrides: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                metavar="KEY=VALUE",
+                help="Override one value, e.g. train.lr=0.01 (repeatable; YAML value).",
+            ),
+        ] = None,
+        seed: Annotated[
+            int | None, typer.Option(metavar="N", help="Random seed (default 0).")
+        ] = None,
+        output_dir: Annotated[
+            str | None,
+            typer.Option(
+                metavar="DIR", help="Run folder (default runs/TASK-YYYYmmdd-HHMMSS); must be new."
+            ),
+        ] = None,
+    ) -> None:
+        """Train on a task, then evaluate with no adaptation and with each --tta strategy."""
+        from rich.console import Console
+
+        from attd_cli.run import run
+
+        run(
+            manager,
+            task=task,
+            backbone=backbone,
+            tta=tta or [],
+            config_files=config or [],
+            overrides=overrides or [],
+            seed=seed,
+            output_dir=output_dir,
+            console=Console(),
+            progress_console=Console(stderr=True),
+        )
+
+    manager.register_commands(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `attd` program: load the plugins, build the app, run it."""
+    try:
+        manager = get_plugin_manager()
+    except AttdError as exc:  # ATTD_STRICT_PLUGINS=1 and a plugin failed
+        fail(str(exc))
+    create_app(manager)(args=argv, prog_name="attd")

@@ -1,0 +1,80 @@
+"""`attd run`: resolve the config, train, evaluate every strategy, print the results.
+
+`attd_core` loads its runtime lazily: the config resolves without torch, so a bad flag
+fails fast, and torch loads with `run_experiment`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import attd_core
+from attd_core import PluginManager
+
+
+def run(
+    manager: PluginManager,
+    *,
+    task: str | None,
+    backbone: str | None,
+    tta: Sequence[str],
+    config_files: Sequence[str],
+    overrides: Sequence[str],
+    seed: int | None,
+    output_dir: str | None,
+    console: Console,
+    progress_console: Console,
+) -> dict[str, Any]:
+    """Run one experiment; progress goes to `progress_console`, results to `console`."""
+    resolved = attd_core.resolve_run_config(
+        manager,
+        task=task,
+        backbone=backbone,
+        tta=tta,
+        config_files=config_files,
+        overrides=overrides,
+        seed=seed,
+        output_dir=output_dir,
+    )
+    config = resolved.config
+    essentials = {
+        "task": resolved.task.canonical,
+        "backbone": resolved.backbone.canonical,
+        "adapter": resolved.adapter.canonical,
+        "tta": ", ".join(choice.canonical for choice in resolved.tta),
+        "train": (
+            f"epochs={config.train.epochs} max_steps={config.train.max_steps} "
+            f"batch_size={config.train.batch_size} lr={config.train.lr}"
+        ),
+        "runtime": (
+            f"seed={config.runtime.seed} device={config.runtime.device} "
+            f"threads={config.runtime.threads}"
+        ),
+    }
+    for key, value in essentials.items():
+        console.print(f"[bold]{key:>9}[/] {escape(value)}", highlight=False)
+
+    summary = attd_core.run_experiment(resolved, manager, console=progress_console)
+    console.print(result_table(summary))
+    console.print(f"[bold]   output[/] {escape(summary['output_dir'])}", highlight=False)
+    return summary
+
+
+def result_table(summary: dict[str, Any]) -> Table:
+    """One row per strategy: the numbers `summary.json` holds."""
+    table = Table("tta", "accuracy", "mean k", "seconds", "n", title=escape(summary["task"]))
+    for canonical, result in summary["eval"].items():
+        accuracy = result["accuracy"]
+        table.add_row(
+            escape(canonical),
+            "-" if accuracy is None else f"{accuracy:.4f}",
+            f"{result['mean_k']:.2f}",
+            f"{result['seconds']:.2f}",
+            str(result["n"]),
+        )
+    return table

@@ -1,0 +1,1 @@
+"""Adapters: the small, structured parameter deltas that test-time adaptation optimises."""

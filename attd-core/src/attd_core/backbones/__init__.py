@@ -1,0 +1,1 @@
+"""Sequence backbones: Mamba blocks and the selective scan they run on."""

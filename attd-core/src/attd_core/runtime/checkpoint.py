@@ -1,0 +1,131 @@
+"""Checkpoints: safetensors weights plus a JSON metadata file, in `RUN_DIR/checkpoint/`.
+
+safetensors never unpickles, so loading a checkpoint cannot run code. The folder is
+built under a hidden temporary name and renamed into place only when complete: an
+interrupted save leaves no `checkpoint/` that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from attd_core import __version__
+from attd_core.errors import CheckpointError
+from attd_core.runtime.files import fsync_file
+
+CHECKPOINT_DIR = "checkpoint"
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+FORMAT = "attd-checkpoint-v1"
+
+
+def save_checkpoint(run_dir: str | Path, model: nn.Module, metadata: Mapping[str, Any]) -> Path:
+    """Write `model`'s weights and `metadata` (config, step, task, ...) atomically."""
+    run_dir = Path(run_dir)
+    target = run_dir / CHECKPOINT_DIR
+    staging = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-", dir=run_dir))
+    try:
+        weights = staging / WEIGHTS_FILE
+        tensors = {
+            key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()
+        }
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+        fsync_file(weights)
+        record = {
+            **metadata,
+            "format": FORMAT,
+            "attd_core": __version__,
+            "torch": torch.__version__,
+            "weights_bytes": weights.stat().st_size,
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        fsync_file(staging / METADATA_FILE)
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename `staging` to `target`, replacing an older checkpoint only once it is complete."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-old-", dir=target.parent))
+    os.replace(target, retired / CHECKPOINT_DIR)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
+    """Load weights into `model` and return the metadata.
+
+    `path` is a checkpoint folder or a run folder holding one. Missing or truncated
+    files and keys or shapes that do not match the model raise `CheckpointError`.
+    """
+    directory = Path(path)
+    if (directory / CHECKPOINT_DIR).is_dir():
+        directory = directory / CHECKPOINT_DIR
+    metadata = _read_metadata(directory / METADATA_FILE)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    expected = metadata.get("weights_bytes")
+    size = weights.stat().st_size
+    if expected is not None and size != expected:
+        raise CheckpointError(
+            f"{weights}: truncated or modified ({size} bytes; {METADATA_FILE} says {expected})"
+        )
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors reports corrupt headers with its own types
+        raise CheckpointError(f"{weights}: not a readable safetensors file: {exc}") from None
+    _check_matches(weights, tensors, model.state_dict())
+    model.load_state_dict(tensors)
+    return metadata
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; not a complete checkpoint") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable: {exc}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not attd checkpoint metadata (expected format {FORMAT})")
+    return metadata
+
+
+def _check_matches(
+    weights: Path, tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{weights}: no tensor for model key {missing[0]!r}{_more(missing)}")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise CheckpointError(
+            f"{weights}: key {unexpected[0]!r}{_more(unexpected)} is not in the model"
+        )
+    for key, wanted in expected.items():
+        if tensors[key].shape != wanted.shape:
+            raise CheckpointError(
+                f"{weights}: key {key!r} has shape {tuple(tensors[key].shape)} in the file "
+                f"but {tuple(wanted.shape)} in the model"
+            )
+
+
+def _more(keys: list[str]) -> str:
+    return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""

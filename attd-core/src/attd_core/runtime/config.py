@@ -1,0 +1,380 @@
+"""The run configuration: layered sources merged in a fixed order, then validated.
+
+Precedence, lowest first: built-in defaults, the task's `run_defaults`, YAML files in
+the order given, `--set key.path=value` overrides, explicit CLI flags. Every error is a
+`ConfigError` that names the key path (or file), the bad value and what is allowed.
+This module imports no torch: the CLI resolves (and rejects) a config before loading it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from attd_core.errors import ConfigError, describe_validation_error
+from attd_core.plugins import PluginManager
+from attd_core.spec_strings import ComponentChoice, canonical_text, parse_component
+
+COMPONENT_PATHS: dict[tuple[str, ...], str] = {
+    ("task",): "task",
+    ("model", "backbone"): "backbone",
+    ("model", "adapter"): "adapter",
+    ("eval", "objective"): "objective",
+}
+"""Where the config names a plugin component, and that component's kind."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentConfig(BaseModel):
+    """A plugin component by name; the other keys are its options.
+
+    The options are checked against the component's own config model during
+    resolution, because only the plugin knows which options it takes.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _component(name: str) -> Any:
+    return Field(default_factory=lambda: ComponentConfig(name=name))
+
+
+class ModelConfig(_Section):
+    backbone: ComponentConfig = _component("mamba")
+    adapter: ComponentConfig = _component("delta-ssm")
+    pooling: str = Field("mean", description="How features are summarised: mean or last.")
+
+
+class TrainConfig(_Section):
+    """The base regime: AdamW, linear warm-up then cosine decay, gradient clipping."""
+
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="If set, overrides epochs.")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    log_every: int = Field(10, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class EvalConfig(_Section):
+    """`none` is always evaluated; `tta` lists the strategies compared against it."""
+
+    tta: list[str] = Field(default_factory=list)
+    objective: ComponentConfig = _component("entropy-kl")
+    split: str = "test"
+    limit: int | None = Field(None, ge=1, description="Evaluate on the first N examples.")
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _one_spec_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RuntimeConfig(_Section):
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    output_dir: str | None = None
+
+
+class RunConfig(_Section):
+    task: ComponentConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A validated run: the config with every option filled, and the chosen components.
+
+    `tta` holds the strategies to evaluate: `none` first, then the requested ones,
+    each once (by canonical spec string).
+    """
+
+    config: RunConfig
+    task: ComponentChoice
+    backbone: ComponentChoice
+    adapter: ComponentChoice
+    objective: ComponentChoice
+    tta: tuple[ComponentChoice, ...]
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """Plain data that resolves to this same config when read back as a YAML file."""
+        return self.config.model_dump(mode="json")
+
+
+def resolve_run_config(
+    manager: PluginManager,
+    *,
+    task: str | None = None,
+    backbone: str | None = None,
+    tta: Sequence[str] = (),
+    config_files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    seed: int | None = None,
+    output_dir: str | Path | None = None,
+) -> ResolvedConfig:
+    """Merge every source in precedence order and validate the result against the plugins."""
+    user_layers = [load_yaml_file(path) for path in config_files]
+    user_layers += [parse_override(text) for text in overrides]
+    user_layers.append(_flag_layer(task, backbone, tta, seed, output_dir))
+    user_layers = [_normalise_components(layer) for layer in user_layers]
+
+    task_spec = manager.get("task", _task_name(user_layers, manager))
+    merged: dict[str, Any] = _default_layer()
+    for layer in [_normalise_components(nest_dotted(task_spec.run_defaults)), *user_layers]:
+        merged = merge_layers(merged, layer)
+
+    try:
+        config = RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {explain_validation_error(exc, RunConfig)}") from None
+
+    task_choice = _resolve_component(manager, "task", config.task)
+    backbone_choice = _resolve_component(manager, "model.backbone", config.model.backbone)
+    adapter_choice = _resolve_component(manager, "model.adapter", config.model.adapter)
+    objective_choice = _resolve_component(manager, "eval.objective", config.eval.objective)
+    requested = _unique(parse_component(text, "strategy", manager) for text in config.eval.tta)
+    strategies = _unique([parse_component("none", "strategy", manager), *requested])
+
+    filled = config.model_copy(
+        update={
+            "task": _filled(task_choice),
+            "model": config.model.model_copy(
+                update={"backbone": _filled(backbone_choice), "adapter": _filled(adapter_choice)}
+            ),
+            "eval": config.eval.model_copy(
+                update={
+                    "objective": _filled(objective_choice),
+                    "tta": [choice.canonical for choice in requested],
+                }
+            ),
+        }
+    )
+    return ResolvedConfig(
+        filled, task_choice, backbone_choice, adapter_choice, objective_choice, tuple(strategies)
+    )
+
+
+# -- sources -----------------------------------------------------------------------------
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """Read one config file; an empty file is an empty layer."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = _yaml_problem(exc)
+        raise ConfigError(f"config file {str(path)!r}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r}: expected a mapping of sections "
+            f"({', '.join(RunConfig.model_fields)}), got a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b=c` as a nested layer; the value is YAML, so `3` is an int and `true` a bool."""
+    key, has_value, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not has_value or not all(part.strip() for part in parts):
+        raise ConfigError(f"bad --set {text!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = _yaml_problem(exc)
+        raise ConfigError(f"bad --set {text!r}: value is not valid YAML: {problem}") from None
+    return nest_dotted({".".join(part.strip() for part in parts): value})
+
+
+def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"train.lr": 0.1}` -> `{"train": {"lr": 0.1}}`."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = copy.deepcopy(value)
+    return nested
+
+
+def _flag_layer(
+    task: str | None,
+    backbone: str | None,
+    tta: Sequence[str],
+    seed: int | None,
+    output_dir: str | Path | None,
+) -> dict[str, Any]:
+    flat: dict[str, Any] = {
+        "task.name": task,
+        "model.backbone.name": backbone,
+        "eval.tta": list(tta) or None,
+        "runtime.seed": seed,
+        "runtime.output_dir": None if output_dir is None else str(output_dir),
+    }
+    return nest_dotted({key: value for key, value in flat.items() if value is not None})
+
+
+def _default_layer() -> dict[str, Any]:
+    return {
+        "model": ModelConfig().model_dump(),
+        "train": TrainConfig().model_dump(),
+        "eval": EvalConfig().model_dump(),
+        "runtime": RuntimeConfig().model_dump(),
+    }
+
+
+# -- merging -----------------------------------------------------------------------------
+
+
+def merge_layers(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `override` onto `base`.
+
+    Naming a different component drops the options given for the previous one: they
+    were meant for that component and would not validate against the new one.
+    """
+    return _merge(base, override, ())
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str, ...]) -> dict:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        here = (*path, key)
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            keep = not _switches_component(here, current, value)
+            merged[key] = _merge(current if keep else {}, value, here)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _switches_component(
+    path: tuple[str, ...], current: Mapping[str, Any], value: Mapping[str, Any]
+) -> bool:
+    return (
+        path in COMPONENT_PATHS
+        and "name" in current
+        and "name" in value
+        and current["name"] != value["name"]
+    )
+
+
+def _normalise_components(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """Let a component be written as its bare name: `task: listops`."""
+    result = copy.deepcopy(dict(layer))
+    for path in COMPONENT_PATHS:
+        *parents, leaf = path
+        node: Any = result
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            node[leaf] = {"name": node[leaf]}
+    return result
+
+
+def _task_name(layers: Sequence[Mapping[str, Any]], manager: PluginManager) -> str:
+    name = None
+    for layer in layers:
+        section = layer.get("task")
+        if isinstance(section, dict) and "name" in section:
+            name = section["name"]
+    if name is None:
+        available = ", ".join(manager.names("task")) or "none installed"
+        raise ConfigError(f"no task: pass --task NAME (available: {available})")
+    if not isinstance(name, str):
+        raise ConfigError(f"task.name: expected a task name, got {name!r}")
+    return name
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def _resolve_component(
+    manager: PluginManager, path: str, component: ComponentConfig
+) -> ComponentChoice:
+    kind = COMPONENT_PATHS[tuple(path.split("."))]
+    spec = manager.get(kind, component.name)
+    try:
+        options = spec.config.model_validate(component.options())
+    except ValidationError as exc:
+        detail = explain_validation_error(exc, spec.config, prefix=path)
+        raise ConfigError(f"invalid options for {kind} {spec.name!r}: {detail}") from None
+    return ComponentChoice(spec, options, canonical_text(spec.name, options))
+
+
+def _filled(choice: ComponentChoice) -> ComponentConfig:
+    return ComponentConfig(name=choice.spec.name, **choice.options.model_dump(mode="json"))
+
+
+def _unique(choices: Iterable[ComponentChoice]) -> list[ComponentChoice]:
+    seen: dict[str, ComponentChoice] = {}
+    for choice in choices:
+        seen.setdefault(choice.canonical, choice)
+    return list(seen.values())
+
+
+def explain_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """`describe_validation_error`, plus the allowed keys wherever an unknown key was given."""
+    hints: list[str] = []
+    for error in exc.errors():
+        if error["type"] != "extra_forbidden":
+            continue
+        owner = _model_at(model, error["loc"][:-1])
+        if owner is None:
+            continue
+        where = ".".join(str(part) for part in (prefix, *error["loc"][:-1]) if part != "")
+        hint = f"allowed in {where or 'the top level'}: {', '.join(owner.model_fields) or 'none'}"
+        if hint not in hints:
+            hints.append(hint)
+    return "; ".join([describe_validation_error(exc, prefix), *hints])
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem

@@ -1,0 +1,110 @@
+"""The base training regime: the task loss, AdamW, linear warm-up then cosine decay."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DataLoader
+
+from attd_core.errors import ConfigError
+from attd_core.interfaces import Task
+from attd_core.runtime.config import TrainConfig
+from attd_core.runtime.metrics import MetricsWriter
+from attd_core.runtime.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training did: optimiser steps, epochs started, the last logged loss, wall time."""
+
+    steps: int
+    epochs: int
+    loss: float | None
+    seconds: float
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak lr at 0-based `step`: linear warm-up, then cosine to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over every parameter; biases, norm gains and parameters marked
+    `_no_weight_decay` (mamba-ssm's convention for `A_log` and `D`) are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.dim() < 2 or getattr(param, "_no_weight_decay", False)
+        (no_decay if exempt else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr)
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    metrics: MetricsWriter,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train on the task's `train` split; `max_steps`, when set, overrides `epochs`."""
+    loader = DataLoader(
+        task.load_split("train"),
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=task.preprocess,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if len(loader) == 0:
+        raise ConfigError("the task's 'train' split is empty: nothing to train on")
+    total = config.max_steps or config.epochs * len(loader)
+    warmup = round(config.warmup_ratio * total)
+    optimizer = build_optimizer(model, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, warmup)
+    )
+    model.train()
+    started = time.perf_counter()
+    step, epoch, window, logged = 0, 0, [], None
+    with progress_bar(console) as progress:
+        bar = progress.add_task("train", total=total, status="")
+        while step < total:
+            epoch += 1
+            for batch in loader:
+                batch = batch.to(device)
+                loss = task.compute_loss(task.forward(model, batch), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                schedule.step()
+                step += 1
+                window.append(loss.item())
+                if step % config.log_every == 0 or step == total:
+                    logged = sum(window) / len(window)
+                    window = []
+                    metrics.write(
+                        {"event": "train", "step": step, "epoch": epoch, "loss": logged, "lr": lr}
+                    )
+                    progress.update(bar, status=f"epoch {epoch} loss {logged:.4f} lr {lr:.2e}")
+                progress.advance(bar)
+                if step == total:
+                    break
+    return TrainResult(step, epoch, logged, time.perf_counter() - started)

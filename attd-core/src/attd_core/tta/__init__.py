@@ -1,0 +1,1 @@
+"""Test-time adaptation: inner objectives, the inner loop and the strategies built on it."""

@@ -1,0 +1,146 @@
+"""`attd run` in-process, with a fake task and attd-core's real Mamba, adapter and strategies."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+from typer.testing import CliRunner, Result
+
+import attd_core
+import attd_core._plugin as core_plugin
+from attd_cli.app import create_app
+from attd_core import InputSpec, TaskSpec, hookimpl
+from attd_core.tasks import ClassificationTask
+
+TINY = [
+    "--set", "model.backbone.d_model=8",
+    "--set", "model.backbone.n_layers=1",
+    "--set", "model.backbone.d_state=4",
+    "--set", "model.adapter.rank=1",
+]  # fmt: skip
+
+
+class ParityOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParityTask(ClassificationTask):
+    """Two classes: the parity of the token sum; 32 sequences of length 6, vocabulary 3."""
+
+    input_spec = InputSpec(vocab_size=3, pad_id=0)
+    num_classes = 2
+
+    def __init__(self, options: ParityOptions) -> None:
+        self.options = options
+
+    def load_split(self, split: str) -> list[dict[str, Any]]:
+        rng = random.Random(split)
+        rows = [[rng.randint(1, 2) for _ in range(6)] for _ in range(32)]
+        return [{"tokens": row, "label": sum(row) % 2} for row in rows]
+
+    def preprocess(self, raw_batch: list[dict[str, Any]]) -> attd_core.Batch:
+        tokens = [example["tokens"] for example in raw_batch]
+        return self.collate_tokens(tokens, [example["label"] for example in raw_batch])
+
+
+class ParityPlugin:
+    @hookimpl
+    def attd_register(self, register: Any) -> None:
+        register(
+            TaskSpec(
+                name="parity",
+                summary="parity of the token sum",
+                factory=f"{__name__}:ParityTask",
+                config=ParityOptions,
+                run_defaults={"train.batch_size": 16},
+            )
+        )
+
+
+@pytest.fixture
+def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginManager:
+    fresh_plugin_manager.add_plugin(core_plugin, name="core")
+    fresh_plugin_manager.add_plugin(ParityPlugin(), name="parity")
+    return fresh_plugin_manager
+
+
+def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
+    return CliRunner().invoke(create_app(manager), list(args), env={"COLUMNS": "100"})
+
+
+def test_run_trains_evaluates_and_prints_the_results(manager, tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "extra.yaml"
+    config.write_text("train:\n  log_every: 1\n", encoding="utf-8")
+    result = invoke(
+        manager, "run", "--task", "parity", "--tta", "fixed:1", "--config", str(config),
+        *TINY, "--seed", "3", "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parity" in result.stdout and "mamba:d_model=8" in result.stdout
+    for header in ("tta", "accuracy", "mean k", "seconds"):
+        assert header in result.stdout
+    assert "fixed:1" in result.stdout and str(out) in result.stdout.replace("\n", "")
+    assert "train" in result.stderr  # the progress bar
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["eval"]) == ["none", "fixed:1"]
+    assert summary["eval"]["fixed:1"]["mean_k"] == 1.0 and summary["eval"]["none"]["n"] == 32
+    assert summary["seed"] == 3
+    assert {path.name for path in out.iterdir()} == {
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoint",
+        "summary.json",
+    }
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--task", "nope"], ["unknown task 'nope'; available: parity"]),
+        (["--backbone", "nope"], ["unknown backbone 'nope'; available: mamba"]),
+        (["--tta", "fixed:x"], ["fixed:x", "k"]),
+        (["--tta", "fixed:-1"], ["fixed:-1", "greater than or equal to 0"]),
+        (["--tta", "fixed:3,foo=1"], ["foo", "options: k, lr, grad_clip"]),
+        (["--tta", "bogus"], ["unknown strategy 'bogus'; available: fixed, none"]),
+        (["--set", "train.lr=-1"], ["train.lr", "-1"]),
+        (["--set", "task.size=3"], ["task.size", "allowed in task: none"]),
+        (["--config", "missing.yaml"], ["config file 'missing.yaml': not found"]),
+    ],
+)
+def test_bad_run_arguments_are_one_line_errors(manager, args, fragments):
+    result = invoke(manager, "run", "--task", "parity", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_an_output_dir_that_holds_a_run_is_refused(manager, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    result = invoke(manager, "run", "--task", "parity", "--output-dir", str(out))
+    assert result.exit_code == 2
+    assert f"output dir {str(out)!r} already holds a run (summary.json)" in result.stderr
+
+
+def test_a_failing_factory_is_reported_without_a_traceback(manager, tmp_path: Path):
+    class BrokenTaskPlugin:
+        @hookimpl
+        def attd_register(self, register: Any) -> None:
+            register(TaskSpec(name="broken", summary="broken", factory="attd_no_such_module:X"))
+
+    manager.add_plugin(BrokenTaskPlugin(), name="broken")
+    result = invoke(manager, "run", "--task", "broken", "--output-dir", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "task 'broken': cannot load factory 'attd_no_such_module:X'" in result.stderr
+    assert not (tmp_path / "r").exists()

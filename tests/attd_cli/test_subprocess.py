@@ -1,0 +1,55 @@
+"""`attd` as a real process, with the plugins installed in this environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import attd_cli
+import attd_core
+
+# Runs the CLI as `python -m attd_cli` would, then reports which heavy modules it imported.
+PROBE = """
+import runpy, sys
+sys.argv = ["attd", *sys.argv[1:]]
+try:
+    runpy.run_module("attd_cli", run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    code = exit.code
+sys.stderr.write("\\nHEAVY=" + ",".join(m for m in ("torch", "datasets") if m in sys.modules))
+sys.exit(code)
+"""
+
+
+def attd(*args: str, probe: bool = False) -> subprocess.CompletedProcess[str]:
+    command = ["-c", PROBE, *args] if probe else ["-m", "attd_cli", *args]
+    return subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_python_dash_m_prints_the_versions():
+    result = attd("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"attd-cli {attd_cli.__version__} (attd-core {attd_core.__version__})\n"
+    )
+
+
+def test_list_plugins_imports_neither_torch_nor_datasets():
+    result = attd("list-plugins", "--json", probe=True)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {"none", "fixed", "mamba"} <= {row["name"] for row in rows}
+    assert result.stderr.rsplit("HEAVY=", 1)[1] == ""
+
+
+def test_an_unknown_task_is_one_line_and_exit_code_2():
+    result = attd("run", "--task", "nope", probe=True)
+    assert result.returncode == 2
+    shown, heavy = result.stderr.rsplit("\nHEAVY=", 1)
+    lines = [line for line in shown.splitlines() if not line.startswith("attd: warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown task 'nope'; available: ")
+    assert "Traceback" not in result.stderr
+    assert heavy == ""  # a bad flag is reported before torch loads

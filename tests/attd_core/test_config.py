@@ -1,0 +1,284 @@
+"""Run-config resolution: merge order, value parsing, errors that name their key, round trip.
+
+Resolution only validates options against spec config models; no factory is imported,
+so the fake specs below point at factories that do not exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+import attd_core
+import attd_core._plugin as core_plugin
+from attd_core import BackboneSpec, ConfigError, TaskSpec, UnknownComponentError, hookimpl
+from attd_core.runtime.config import ResolvedConfig, resolve_run_config
+
+
+class ToyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    depth: int = Field(3, ge=1, le=10)
+    mode: Literal["a", "b"] = "a"
+
+
+class OtherBackboneOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    width: int = Field(16, ge=1)
+
+
+class ToyPlugin:
+    @hookimpl
+    def attd_register(self, register: Any) -> None:
+        register(
+            TaskSpec(
+                name="toy",
+                summary="a toy task",
+                factory="nowhere:Toy",
+                config=ToyOptions,
+                run_defaults={"train.epochs": 5, "train.lr": 0.01, "task.depth": 4},
+            )
+        )
+        register(
+            BackboneSpec(
+                name="other",
+                summary="another backbone",
+                factory="nowhere:Other",
+                config=OtherBackboneOptions,
+            )
+        )
+
+
+@pytest.fixture
+def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginManager:
+    fresh_plugin_manager.add_plugin(core_plugin, name="core")
+    fresh_plugin_manager.add_plugin(ToyPlugin(), name="toy")
+    return fresh_plugin_manager
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def resolve(manager: attd_core.PluginManager, **kwargs: Any) -> ResolvedConfig:
+    kwargs.setdefault("task", "toy")
+    return resolve_run_config(manager, **kwargs)
+
+
+# -- merging -----------------------------------------------------------------------------
+
+
+def test_defaults_and_task_run_defaults_fill_every_option(manager):
+    resolved = resolve(manager)
+    data = resolved.to_yaml_dict()
+    assert data["task"] == {"name": "toy", "depth": 4, "mode": "a"}
+    assert data["train"]["epochs"] == 5 and data["train"]["lr"] == 0.01
+    assert data["model"]["backbone"]["name"] == "mamba"
+    assert data["model"]["backbone"]["d_model"] == 64  # MambaOptions default, filled in
+    assert data["model"]["adapter"] == {
+        "name": "delta-ssm",
+        **resolved.adapter.options.model_dump(),
+    }
+    assert data["eval"]["objective"]["name"] == "entropy-kl"
+    assert data["eval"]["tta"] == []
+    assert [choice.canonical for choice in resolved.tta] == ["none"]
+
+
+def test_precedence_defaults_task_files_sets_flags(manager, tmp_path):
+    first = write_yaml(
+        tmp_path / "a.yaml",
+        {"train": {"epochs": 6, "lr": 0.2, "batch_size": 7}, "runtime": {"seed": 1}},
+    )
+    second = write_yaml(tmp_path / "b.yaml", {"train": {"epochs": 7}, "task": {"mode": "b"}})
+    resolved = resolve(
+        manager,
+        config_files=[first, second],
+        overrides=["train.epochs=8", "runtime.seed=2", "task.depth=9"],
+        seed=3,
+    )
+    config = resolved.config
+    assert config.train.epochs == 8  # --set beats both files
+    assert config.train.lr == 0.2  # first file beats the task's run_defaults
+    assert config.train.batch_size == 7  # a deep merge keeps keys later layers leave alone
+    assert config.task.model_extra == {"depth": 9, "mode": "b"}
+    assert config.runtime.seed == 3  # the explicit flag beats --set
+
+
+def test_cli_tta_flag_replaces_the_file_list(manager, tmp_path):
+    config_file = write_yaml(tmp_path / "c.yaml", {"eval": {"tta": ["fixed:1", "fixed:2"]}})
+    assert resolve(manager, config_files=[config_file]).config.eval.tta == ["fixed:1", "fixed:2"]
+    assert resolve(manager, config_files=[config_file], tta=["fixed:5"]).config.eval.tta == [
+        "fixed:5"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "expected"),
+    [
+        ("train.max_steps=3", ("train", "max_steps"), 3),
+        ("model.adapter.per_sample=false", ("model", "adapter", "per_sample"), False),
+        ("train.grad_clip=null", ("train", "grad_clip"), None),
+        ("train.lr=1e-3", ("train", "lr"), 0.001),
+        ("runtime.output_dir=out/x", ("runtime", "output_dir"), "out/x"),
+        ("eval.tta=fixed:3", ("eval", "tta"), ["fixed:3"]),
+        ("eval.tta=[fixed:3, none]", ("eval", "tta"), ["fixed:3", "none"]),
+    ],
+)
+def test_set_values_are_parsed_as_yaml(manager, override, path, expected):
+    value: Any = resolve(manager, overrides=[override]).to_yaml_dict()
+    for key in path:
+        value = value[key]
+    assert value == expected and type(value) is type(expected)
+
+
+def test_tta_specs_become_canonical_and_unique(manager):
+    resolved = resolve(manager, tta=["fixed:3", "fixed:k=3", "none", "fixed:3,lr=0.01"])
+    assert resolved.config.eval.tta == ["fixed:3", "none", "fixed:3,lr=0.01"]
+    assert [choice.canonical for choice in resolved.tta] == ["none", "fixed:3", "fixed:3,lr=0.01"]
+
+
+def test_resolved_yaml_round_trips(manager, tmp_path):
+    resolved = resolve(
+        manager,
+        tta=["fixed:k=2,grad_clip=0.5"],
+        overrides=["task.mode=b", "model.backbone.d_model=32", "train.max_steps=4"],
+    )
+    saved = write_yaml(tmp_path / "resolved.yaml", resolved.to_yaml_dict())
+    again = resolve_run_config(manager, config_files=[saved])
+    assert again.to_yaml_dict() == resolved.to_yaml_dict()
+    assert again.config.eval.tta == ["fixed:2,grad_clip=0.5"]
+
+
+def test_naming_another_component_drops_the_old_ones_options(manager, tmp_path):
+    config_file = write_yaml(tmp_path / "m.yaml", {"model": {"backbone": {"d_model": 32}}})
+    resolved = resolve(manager, config_files=[config_file], backbone="other")
+    assert resolved.to_yaml_dict()["model"]["backbone"] == {"name": "other", "width": 16}
+    same = resolve(manager, config_files=[config_file], backbone="mamba")
+    assert same.to_yaml_dict()["model"]["backbone"]["d_model"] == 32
+
+
+def test_a_component_may_be_given_by_name_alone(manager, tmp_path):
+    config_file = write_yaml(tmp_path / "t.yaml", {"task": "toy"})
+    resolved = resolve_run_config(
+        manager, config_files=[config_file], overrides=["model.backbone=other"]
+    )
+    assert resolved.task.spec.name == "toy"
+    assert resolved.backbone.canonical == "other"
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("task.depth=x", ["task.depth", "'x'", "integer"]),
+        ("task.depth=11", ["task.depth", "11", "less than or equal to 10"]),
+        ("task.dpth=3", ["task.dpth", "allowed in task: depth, mode"]),
+        ("train.lr=-1", ["train.lr", "-1", "greater than 0"]),
+        ("train.lrr=1", ["train.lrr", "allowed in train: epochs, max_steps, batch_size, lr"]),
+        ("trian.lr=1", ["trian", "allowed in the top level: task, model, train, eval, runtime"]),
+        ("runtime.device=tpu", ["runtime.device", "'tpu'", "'auto', 'cpu' or 'cuda'"]),
+        ("model.backbone.d_model=0", ["model.backbone.d_model", "0", "greater than or equal"]),
+        ("model.pooling=[1]", ["model.pooling", "[1]"]),
+        ("train.lr", ["train.lr", "KEY=VALUE"]),
+        ("=3", ["'=3'", "KEY=VALUE"]),
+        ("train..lr=3", ["train..lr", "KEY=VALUE"]),
+        ("train.lr=[1", ["train.lr=[1", "not valid YAML"]),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(manager, override, fragments):
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, overrides=[override])
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("tta", "fragments"),
+    [
+        ("fixed:x", ["fixed:x", "k", "integer"]),
+        ("fixed:-1", ["fixed:-1", "k", "greater than or equal to 0"]),
+        ("fixed:3,foo=1", ["fixed:3,foo=1", "'foo'", "options: k, lr, grad_clip"]),
+    ],
+)
+def test_bad_tta_specs_name_the_bad_part(manager, tta, fragments):
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, tta=[tta])
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task": "nope"}, "unknown task 'nope'; available: toy"),
+        ({"backbone": "nope"}, "unknown backbone 'nope'; available: mamba, other"),
+        ({"tta": ["bogus:1"]}, "unknown strategy 'bogus'; available: fixed, none"),
+        ({"overrides": ["model.adapter=nope"]}, "unknown adapter 'nope'; available: delta-ssm"),
+    ],
+)
+def test_unknown_components_list_what_is_available(manager, kwargs, message):
+    with pytest.raises(UnknownComponentError, match=message):
+        resolve(manager, **kwargs)
+
+
+def test_no_task_says_how_to_pass_one(manager):
+    with pytest.raises(ConfigError, match=r"no task: pass --task NAME \(available: toy\)"):
+        resolve_run_config(manager)
+
+
+def test_a_task_name_must_be_a_string(manager, tmp_path):
+    config_file = write_yaml(tmp_path / "t.yaml", {"task": {"name": 3}})
+    with pytest.raises(ConfigError, match="task.name"):
+        resolve_run_config(manager, config_files=[config_file])
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "not found"),
+        ("- a\n- b\n", "expected a mapping of sections"),
+        ("train: {lr: [1\n", "invalid YAML: line"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_bad_config_files_are_named(manager, tmp_path, content, fragment):
+    path = tmp_path / "bad.yaml"
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, config_files=[path])
+    assert str(path) in str(caught.value) and fragment in str(caught.value)
+
+
+def test_a_folder_is_not_a_config_file(manager, tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve(manager, config_files=[tmp_path])
+
+
+def test_an_empty_file_is_an_empty_layer(manager, tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    assert resolve(manager, config_files=[empty]).to_yaml_dict() == resolve(manager).to_yaml_dict()
+
+
+def test_config_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, attd_core.runtime.config; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
