@@ -54,7 +54,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("per_sample", [False, True])
-@pytest.mark.parametrize("length", [1, 2, 33])
+@pytest.mark.parametrize("length", [1, 2, 16, 33, 48])
 def test_matches_reference_in_values_and_gradients(dtype, tol, per_sample, length):
     inputs = make_inputs(length=length, dtype=dtype, per_sample=per_sample)
     y, last = run(selective_scan, inputs)
@@ -125,8 +125,18 @@ def test_gradcheck_and_second_order(per_sample):
     def scan(*args: torch.Tensor) -> torch.Tensor:
         return selective_scan(**dict(zip(NAMES, args, strict=True)), dt_softplus=True)
 
+    def reference(*args: torch.Tensor) -> torch.Tensor:
+        return selective_scan_reference(**dict(zip(NAMES, args, strict=True)), dt_softplus=True)
+
     assert torch.autograd.gradcheck(scan, tensors)
-    assert torch.autograd.gradgradcheck(scan, tensors)
+    assert torch.autograd.gradgradcheck(reference, tensors)
+
+
+def test_second_order_through_the_fast_scan_is_refused_loudly():
+    inputs = make_inputs()
+    (grad_x,) = torch.autograd.grad(selective_scan(**inputs).sum(), inputs["x"], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_x.sum().backward()
 
 
 def test_rejects_mismatched_dt():

@@ -63,3 +63,10 @@ def test_missing_tsv_files_are_named(tmp_path):
 def test_unknown_split_is_refused(task):
     with pytest.raises(ConfigError, match="no split 'dev'; splits: train, validation, test"):
         task.load_split("dev")
+
+
+def test_sequence_length_matches_the_encoded_length():
+    task = get_plugin_manager().create("task", "listops", {**TINY, "max_tokens": 64})
+    for example in task.load_split("train"):
+        batch = task.preprocess([example])
+        assert task.sequence_length(example) == batch.inputs.shape[1]

@@ -144,6 +144,8 @@ class Task(Protocol):
     `load_split` returns a Hugging Face `datasets.Dataset` (or any sequence of example
     dicts); `preprocess` collates a list of those examples into a `Batch`. `forward`
     runs the model given by the runtime and may pass an adapter state through.
+    A task may also define `sequence_length(example) -> int`: the runtime then batches
+    examples of similar length together, which saves most of the padding.
     """
 
     input_spec: InputSpec

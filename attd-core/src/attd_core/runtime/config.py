@@ -71,6 +71,9 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1)
     eval_batch_size: int = Field(64, ge=1)
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length (if the task can measure them)."
+    )
 
 
 class EvalConfig(_Section):

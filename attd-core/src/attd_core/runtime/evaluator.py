@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from attd_core.errors import ConfigError
 from attd_core.interfaces import InnerObjective, TTAStrategy
 from attd_core.model import BoundModel
+from attd_core.runtime.batching import LengthGroupedBatches, example_lengths
 from attd_core.runtime.progress import progress_bar
 
 
@@ -61,12 +62,20 @@ def evaluate(
 ) -> EvalResult:
     """Adapt to every batch of `examples` with `strategy`, then predict without gradients.
 
+    Examples are batched in length order when the task can measure them (less padding).
+
     Base weights are frozen for the pass, so no strategy can change them (and none pays
     for their gradients); the generator is reset so that every pass starts alike.
     """
     if len(examples) == 0:
         raise ConfigError(f"split {split!r} is empty: nothing to evaluate")
-    loader = DataLoader(examples, batch_size=batch_size, collate_fn=bound.task.preprocess)
+    lengths = example_lengths(bound.task, examples)
+    batching: dict[str, Any] = (
+        {"batch_size": batch_size}
+        if lengths is None
+        else {"batch_sampler": LengthGroupedBatches(lengths, batch_size)}
+    )
+    loader = DataLoader(examples, collate_fn=bound.task.preprocess, **batching)
     bound.model.eval()
     bound.reset_generator()
     sums: dict[str, float] = {}

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from attd_core.errors import ConfigError
 from attd_core.interfaces import Task
+from attd_core.runtime.batching import LengthGroupedBatches, example_lengths
 from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.progress import progress_bar
@@ -63,13 +64,20 @@ def train(
     console: Console | None = None,
 ) -> TrainResult:
     """Train on the task's `train` split; `max_steps`, when set, overrides `epochs`."""
-    loader = DataLoader(
-        task.load_split("train"),
-        batch_size=config.batch_size,
-        shuffle=True,
-        collate_fn=task.preprocess,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    examples = task.load_split("train")
+    generator = torch.Generator().manual_seed(seed)
+    lengths = example_lengths(task, examples) if config.group_by_length else None
+    if lengths is None:
+        loader = DataLoader(
+            examples,
+            batch_size=config.batch_size,
+            shuffle=True,
+            collate_fn=task.preprocess,
+            generator=generator,
+        )
+    else:
+        batches = LengthGroupedBatches(lengths, config.batch_size, generator)
+        loader = DataLoader(examples, batch_sampler=batches, collate_fn=task.preprocess)
     if len(loader) == 0:
         raise ConfigError("the task's 'train' split is empty: nothing to train on")
     total = config.max_steps or config.epochs * len(loader)

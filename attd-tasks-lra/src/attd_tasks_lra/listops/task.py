@@ -7,7 +7,7 @@ from typing import Any
 from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
 from attd_tasks_lra.listops.generator import ListOpsGeneratorConfig, generate_splits
 from attd_tasks_lra.listops.options import ListOpsOptions
-from attd_tasks_lra.listops.tokenizer import ListOpsTokenizer
+from attd_tasks_lra.listops.tokenizer import ListOpsTokenizer, source_to_symbols
 
 _TSV_NAMES = {"train": "basic_train.tsv", "validation": "basic_val.tsv", "test": "basic_test.tsv"}
 
@@ -53,6 +53,10 @@ class ListOpsTask(ClassificationTask):
             "csv", data_files={split: str(path) for split, path in files.items()}, delimiter="\t"
         )
         return dict(loaded)
+
+    def sequence_length(self, example: dict[str, Any]) -> int:
+        """Tokens after encoding (EOS included), without encoding: for length grouping."""
+        return min(len(source_to_symbols(example["Source"])) + 1, self.options.max_tokens)
 
     def preprocess(self, raw_batch: list[dict[str, Any]]) -> Batch:
         sequences = [

@@ -1,0 +1,13 @@
+"""attd-vision installs as its own distribution, on top of attd-core only."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import attd_vision
+
+
+def test_installed_metadata_matches_the_package():
+    assert metadata.version("attd-vision") == attd_vision.__version__ == "0.1.0"
+    requirements = metadata.requires("attd-vision") or []
+    assert [req.split(">")[0].split("<")[0] for req in requirements] == ["attd-core"]
