@@ -109,6 +109,8 @@ class TinyBackbone(nn.Module):
 class ShiftAdapter:
     """A per-sample additive shift, capped to [-1, 1]."""
 
+    per_sample = True
+
     def __init__(self, options: BaseModel) -> None:
         self.options = options
 

@@ -62,6 +62,10 @@ class StartingFrom:
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
         return self.bound(batch, adapter_state)
 
+    @property
+    def per_sample(self) -> bool:
+        return self.bound.per_sample
+
     def init_adapter_state(self, batch_size: int) -> AdapterState:
         return {key: value.clone() for key, value in self.state.items()}
 

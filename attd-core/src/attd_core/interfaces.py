@@ -173,7 +173,11 @@ class Adapter(Protocol):
     `init_state` reads the backbone's slots and returns fresh tensors (with a leading
     batch dimension when `batch_size` is given). `project` maps a state back into the
     allowed set after an update (norm caps and the like) and counts what it did.
+    `per_sample` says whether a state made for a batch gives every sample its own
+    tensors (a leading batch dimension), so that samples may take different step counts.
     """
+
+    per_sample: bool
 
     def init_state(
         self, backbone: Backbone, batch_size: int | None = None, *, generator: Any = None
@@ -215,6 +219,8 @@ class Controller(Protocol):
 @runtime_checkable
 class AdaptableModel(Protocol):
     """What a TTA strategy sees: a task-bound forward plus the adapter's state rules."""
+
+    per_sample: bool
 
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput: ...
 

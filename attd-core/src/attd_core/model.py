@@ -74,6 +74,10 @@ class BoundModel:
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
         return self.task.forward(self.model, batch, adapter_state)
 
+    @property
+    def per_sample(self) -> bool:
+        return self.adapter.per_sample
+
     def init_adapter_state(self, batch_size: int) -> AdapterState:
         return self.adapter.init_state(self.model.backbone, batch_size, generator=self.generator)
 

@@ -24,6 +24,10 @@ class DeltaSSMAdapter:
     def __init__(self, options: DeltaSSMOptions | None = None) -> None:
         self.options = options or DeltaSSMOptions()
 
+    @property
+    def per_sample(self) -> bool:
+        return self.options.per_sample
+
     def init_state(
         self,
         backbone: Backbone,

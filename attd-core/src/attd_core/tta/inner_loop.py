@@ -32,7 +32,7 @@ def run_inner_loop(
     size = len(batch)
     steps = steps.to(device=batch.inputs.device, dtype=torch.long)
     state = {key: value.detach() for key, value in model.init_adapter_state(size).items()}
-    per_sample = all(t.dim() > 0 and t.shape[0] == size for t in state.values())
+    per_sample = model.per_sample
     if not per_sample and steps.unique().numel() > 1:
         raise ValueError(
             "per-sample step counts need a per-sample adapter state (leading batch dimension)"
