@@ -10,9 +10,8 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
 
-from attd_core import PluginManager
+from attd_core import PluginManager, PluginRow
 
 FIXED_COLUMNS = ("distribution", "version", "kind", "name")
 
@@ -26,7 +25,7 @@ def list_plugins(manager: PluginManager, *, as_json: bool) -> None:
         print_table(rows)
 
 
-def print_table(rows: Sequence[Any]) -> None:
+def print_table(rows: Sequence[PluginRow]) -> None:
     """A rich table of `PluginManager.rows()`; the load time joins the status column so
     that the table fits 80 columns."""
     from rich import box

@@ -36,7 +36,7 @@ from attd_core.interfaces import (
     Task,
     TTAStrategy,
 )
-from attd_core.plugins import PluginManager, get_plugin_manager
+from attd_core.plugins import PluginManager, PluginRow, get_plugin_manager
 from attd_core.spec_strings import ComponentChoice, parse_component
 from attd_core.specs import (
     AdapterSpec,
@@ -105,6 +105,7 @@ __all__ = [
     "ObjectiveSpec",
     "PluginError",
     "PluginManager",
+    "PluginRow",
     "PluginSpec",
     "Pooling",
     "PoolingSpec",
