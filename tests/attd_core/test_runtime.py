@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import stat
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -331,6 +333,17 @@ def test_a_checkpoint_round_trips(tmp_path):
     assert metadata["step"] == 3 and metadata["attd_core"] == attd_core.__version__
     assert metadata["torch"] == torch.__version__
     assert same_weights(model, other)
+
+
+def test_a_checkpoint_gets_the_permissions_of_ordinary_files(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        target = save_checkpoint(tmp_path, tiny_model(), {"step": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    for name in ("model.safetensors", "metadata.json"):
+        assert stat.S_IMODE((target / name).stat().st_mode) == 0o644, name
 
 
 def test_a_failed_save_leaves_no_checkpoint(tmp_path, monkeypatch):

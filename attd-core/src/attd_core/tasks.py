@@ -35,10 +35,13 @@ class ClassificationTask:
         return F.cross_entropy(output.logits, batch.labels)
 
     def compute_metrics(self, output: ModelOutput, batch: Batch) -> dict[str, float]:
-        """Batch means; the evaluator weights them by batch size."""
+        """Batch means; the evaluator weights them by batch size.
+
+        Accuracy is counted in Python integers, so 365 right of 1000 reads 0.365 exactly.
+        """
         loss = F.cross_entropy(output.logits, batch.labels)
-        correct = (output.logits.argmax(dim=-1) == batch.labels).float().mean()
-        return {"accuracy": float(correct), "loss": float(loss)}
+        correct = int((output.logits.argmax(dim=-1) == batch.labels).sum())
+        return {"accuracy": correct / len(batch), "loss": float(loss)}
 
     def collate_tokens(
         self, sequences: Sequence[Sequence[int]], labels: Sequence[int] | None = None

@@ -21,7 +21,7 @@ from torch import nn
 
 from attd_core import __version__
 from attd_core.errors import CheckpointError
-from attd_core.runtime.files import fsync_file
+from attd_core.runtime.files import apply_umask, fsync_file
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
@@ -50,6 +50,8 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, metadata: Mapping[str
         }
         (staging / METADATA_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
         fsync_file(staging / METADATA_FILE)
+        for path in (staging, weights):
+            apply_umask(path)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

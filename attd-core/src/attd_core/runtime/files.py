@@ -15,6 +15,14 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def apply_umask(path: Path) -> None:
+    """Give `path` the permissions a plain `open`/`mkdir` would have: `mkdtemp` and
+    safetensors create private (0700/0600) entries, which would hide a run from its team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write into a hidden sibling, sync it, then rename it over `path`."""
     path = Path(path)
