@@ -57,6 +57,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "MambaBackbone": "attd_core.backbones.mamba",
     "selective_scan": "attd_core.backbones.scan",
+    "available_backends": "attd_core.backbones.scan",
     "DeltaSSMAdapter": "attd_core.adapters.delta_ssm",
     "EntropyKL": "attd_core.tta.objectives",
     "NoAdaptation": "attd_core.tta.strategies",

@@ -1,14 +1,14 @@
-"""The selective scan of Mamba in pure PyTorch: runs anywhere, per-sample A included.
+"""The scan in plain PyTorch ops with a hand-written backward that recomputes states.
 
-The fused CUDA scan of mamba-ssm takes one A for the whole batch; per-sample adapters
-need this path. `selective_scan_reference` is the plain per-token loop the tests trust,
-and the only path that differentiates twice for now.
+Forward keeps only the inputs and each chunk's starting state, never `(b, L, d, N)`
+tensors; backward recomputes a chunk's states and runs the adjoint recurrence through
+it. About 3x the autograd loop on CPU, memory growing with the chunk, not L; but
+differentiable once only.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -16,32 +16,11 @@ CHUNK = 16
 """Tokens per chunk: the chunk's intermediates stay small enough to be reused, not refetched."""
 
 
-def selective_scan(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    initial_state: Tensor | None = None,
-    return_last_state: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Run `h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`, `y_t = C_t . h_t + D x_t`, gated by silu(z).
-
-    Shapes: x, dt, z `(b, L, d)`; A `(d, N)` or per sample `(b, d, N)`; B, C `(b, L, N)`;
-    D, dt_bias `(d,)` or `(b, d)`; initial_state `(b, d, N)`. Returns y `(b, L, d)`, and
-    the state after the last token `(b, d, N)` if `return_last_state`.
-
-    The recurrence has a hand-written backward that recomputes states chunk by chunk
-    instead of keeping `(b, L, d, N)` tensors for autograd: about 3x faster on CPU, but
-    differentiable once only (second order needs `selective_scan_reference`).
-    """
-    dt = _prepare_dt(x, dt, dt_bias, dt_softplus)
-    y, last = _RecomputingScan.apply(x, dt, A, B, C, initial_state)
-    return _finish(y, x, D, z, last, return_last_state)
+def scan(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, initial_state: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """`h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`, `y_t = C_t . h_t`; returns y and the last h."""
+    return _RecomputingScan.apply(x, dt, A, B, C, initial_state)
 
 
 def _chunk_states(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,52 +91,3 @@ class _RecomputingScan(torch.autograd.Function):
         if A.dim() == 2:
             grad_A = grad_A.sum(0)
         return grad_x, grad_dt, grad_A, grad_B, grad_C, carry if ctx.has_initial_state else None
-
-
-def selective_scan_reference(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    initial_state: Tensor | None = None,
-    return_last_state: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """The same scan as one obviously correct loop per token: the tests' ground truth."""
-    dt = _prepare_dt(x, dt, dt_bias, dt_softplus)
-    batch, length, d_inner = x.shape
-    A_ = A.expand(batch, *A.shape[-2:])
-    h = x.new_zeros(batch, d_inner, A.shape[-1]) if initial_state is None else initial_state
-    ys = []
-    for t in range(length):
-        dt_t = dt[:, t].unsqueeze(-1)  # (b, d, 1)
-        h = torch.exp(dt_t * A_) * h + dt_t * B[:, t].unsqueeze(1) * x[:, t].unsqueeze(-1)
-        ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
-    return _finish(torch.stack(ys, dim=1), x, D, z, h, return_last_state)
-
-
-def _per_channel(value: Tensor) -> Tensor:
-    """Broadcast a `(d,)` or per-sample `(b, d)` vector against `(b, L, d)`."""
-    return value if value.dim() == 1 else value.unsqueeze(1)
-
-
-def _prepare_dt(x: Tensor, dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool) -> Tensor:
-    if x.dim() != 3 or dt.shape != x.shape:
-        raise ValueError(f"x and dt must both be (batch, L, d_inner); got {x.shape}, {dt.shape}")
-    if dt_bias is not None:
-        dt = dt + _per_channel(dt_bias)
-    return F.softplus(dt) if dt_softplus else dt
-
-
-def _finish(
-    y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None, last: Tensor, return_last: bool
-) -> Tensor | tuple[Tensor, Tensor]:
-    if D is not None:
-        y = y + x * _per_channel(D)
-    if z is not None:
-        y = y * F.silu(z)
-    return (y, last) if return_last else y
