@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner, Result
 
@@ -15,6 +16,7 @@ import attd_core
 import attd_core._plugin as core_plugin
 from attd_cli.app import create_app
 from attd_core import InputSpec, TaskSpec, hookimpl
+from attd_core.backbones.scan import resolve_backend
 from attd_core.tasks import ClassificationTask
 
 TINY = [
@@ -92,6 +94,10 @@ def test_run_trains_evaluates_and_prints_the_results(manager, tmp_path):
     assert list(summary["eval"]) == ["none", "fixed:1"]
     assert summary["eval"]["fixed:1"]["mean_k"] == 1.0 and summary["eval"]["none"]["n"] == 32
     assert summary["seed"] == 3
+    backend = resolve_backend("auto", torch.zeros(1, 1, 1), torch.zeros(1, 1))
+    assert summary["scan_backend"] == backend
+    metadata = json.loads((out / "checkpoint" / "metadata.json").read_text())
+    assert metadata["scan_backend"] == backend
     assert {path.name for path in out.iterdir()} == {
         "config.yaml",
         "metrics.jsonl",
@@ -105,7 +111,10 @@ def test_run_trains_evaluates_and_prints_the_results(manager, tmp_path):
     ("args", "fragments"),
     [
         (["--task", "nope"], ["unknown task 'nope'; available: parity"]),
-        (["--backbone", "nope"], ["unknown backbone 'nope'; available: mamba"]),
+        (
+            ["--backbone", "nope"],
+            ["unknown backbone 'nope'; available: hybrid, mamba, transformer"],
+        ),
         (["--tta", "fixed:x"], ["fixed:x", "k"]),
         (["--tta", "fixed:-1"], ["fixed:-1", "greater than or equal to 0"]),
         (["--tta", "fixed:3,foo=1"], ["foo", "options: k, lr, grad_clip"]),

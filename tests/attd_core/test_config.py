@@ -221,7 +221,10 @@ def test_bad_tta_specs_name_the_bad_part(manager, tta, fragments):
     ("kwargs", "message"),
     [
         ({"task": "nope"}, "unknown task 'nope'; available: toy"),
-        ({"backbone": "nope"}, "unknown backbone 'nope'; available: mamba, other"),
+        (
+            {"backbone": "nope"},
+            "unknown backbone 'nope'; available: hybrid, mamba, other, transformer",
+        ),
         ({"tta": ["bogus:1"]}, "unknown strategy 'bogus'; available: fixed, none"),
         ({"overrides": ["model.adapter=nope"]}, "unknown adapter 'nope'; available: delta-ssm"),
     ],

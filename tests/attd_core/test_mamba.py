@@ -1,4 +1,5 @@
-"""The Mamba backbone: shapes, initialisation, padding, and adapter states as parameter deltas."""
+"""The Mamba backbone: shapes, initialisation, padding, adapter states as parameter deltas,
+scan backends, bidirectional mode and step mode."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import attd_core
 from attd_core import Backbone, DeltaSSMAdapter, MambaBackbone, ModelOutput
-from attd_core.backbones.mamba import A_UPPER_BOUND
+from attd_core.backbones import mamba
+from attd_core.backbones.mamba import A_UPPER_BOUND, reverse_real_tokens
 from attd_core.options import DeltaSSMOptions, MambaOptions
 
 D_MODEL, D_STATE, D_INNER = 16, 4, 32
@@ -44,7 +47,7 @@ def test_shapes_and_features_output():
 
 def test_initial_values():
     backbone = make_backbone(n_layers=4, dt_min=2e-3, dt_max=5e-2)
-    for block in backbone.layers:
+    for block in (layer.mixer for layer in backbone.layers):
         rows = torch.arange(1, D_STATE + 1, dtype=torch.float32).expand(D_INNER, D_STATE)
         torch.testing.assert_close(-block.base_A(), rows)
         assert torch.equal(block.D.detach(), torch.ones(D_INNER))
@@ -112,10 +115,10 @@ def test_each_slot_acts_as_a_delta_on_its_parameter():
     state = {"layers.0.A": delta_A, "layers.0.dt_bias": delta_bias, "layers.1.D": delta_D}
     edited = copy.deepcopy(backbone)
     with torch.no_grad():
-        block0 = edited.layers[0]
+        block0 = edited.layers[0].mixer
         block0.A_log.copy_(torch.log(-(block0.base_A() + delta_A)))
         block0.dt_proj.bias += delta_bias
-        edited.layers[1].D += delta_D
+        edited.layers[1].mixer.D += delta_D
     adapted = backbone(x, adapter_state=state)
     torch.testing.assert_close(adapted, edited(x), rtol=1e-10, atol=1e-12)
     for key, delta in state.items():  # each delta matters on its own
@@ -125,7 +128,7 @@ def test_each_slot_acts_as_a_delta_on_its_parameter():
 def test_a_per_sample_state_changes_only_its_sample():
     backbone = make_backbone(dtype=F64)
     x = make_inputs(dtype=F64)
-    base_A = backbone.layers[0].base_A().detach()
+    base_A = backbone.layers[0].mixer.base_A().detach()
     delta_A, delta_bias = (
         torch.zeros(3, D_INNER, D_STATE, dtype=F64),
         torch.zeros(3, D_INNER, dtype=F64),
@@ -146,7 +149,7 @@ def test_adapted_A_is_clamped_below_zero_and_counted():
     assert out.stats["a_clamped"] == 2 * D_STATE
     assert torch.isfinite(out.features).all()
     at_bound = torch.full((3, D_INNER, D_STATE), 0.0)
-    at_bound[0, :2] = A_UPPER_BOUND - backbone.layers[1].base_A()[:2].detach()
+    at_bound[0, :2] = A_UPPER_BOUND - backbone.layers[1].mixer.base_A()[:2].detach()
     out_at = backbone(x, adapter_state={"layers.1.A": at_bound}, return_features=True)
     torch.testing.assert_close(out_at.features, out.features)
 
@@ -173,7 +176,7 @@ def test_adapter_slots_describe_bases_without_exposing_weights():
     )
     assert slots["layers.0.A"].upper_bound == A_UPPER_BOUND
     assert slots["layers.0.D"].upper_bound is None
-    torch.testing.assert_close(slots["layers.1.A"].base, backbone.layers[1].base_A())
+    torch.testing.assert_close(slots["layers.1.A"].base, backbone.layers[1].mixer.base_A())
     assert all(not slot.base.requires_grad for slot in slots.values())
 
 
@@ -185,7 +188,7 @@ def test_gradients_reach_base_weights_and_adapter_state():
     for tensor in state.values():
         tensor.requires_grad_()
     backbone(make_inputs(), adapter_state=state).square().sum().backward()
-    assert backbone.layers[0].A_log.grad is not None
+    assert backbone.layers[0].mixer.A_log.grad is not None
     assert state["layers.0.A.U"].grad.abs().sum() > 0
 
 
@@ -195,3 +198,154 @@ def test_dropout_on_block_outputs_only_in_training():
     assert torch.equal(backbone(x), backbone(x))
     backbone.train()
     assert not torch.equal(backbone(x), backbone(x))
+
+
+def test_A_log_and_D_are_exempt_from_weight_decay():
+    backbone = make_backbone(dtype=F64, bidirectional=True)
+    marked = {name for name, p in backbone.named_parameters() if getattr(p, "_no_weight_decay", 0)}
+    assert marked == {
+        f"layers.{i}.{mixer}.{p}"
+        for i in range(2)
+        for mixer in ("mixer", "reverse")
+        for p in ("A_log", "D")
+    }
+
+
+def test_scan_backend_option_reaches_the_scan_and_is_reported():
+    x = make_inputs(dtype=F64)
+    mask = torch.arange(9).expand(3, 9) < torch.tensor([[9], [6], [3]])
+    state = {"layers.0.A": 0.1 * torch.rand(3, D_INNER, D_STATE, dtype=F64)}
+    outputs = {}
+    for backend in ("reference", "recompute"):
+        backbone = make_backbone(dtype=F64, scan_backend=backend)
+        assert backbone.scan_backend_used is None
+        outputs[backend] = backbone(x, mask=mask, adapter_state=state)
+        assert backbone.scan_backend_used == backend
+    torch.testing.assert_close(outputs["reference"], outputs["recompute"], rtol=0, atol=1e-12)
+    auto = make_backbone()
+    auto(make_inputs())
+    assert auto.scan_backend_used in attd_core.available_backends()
+    assert auto.scan_backend_used != "reference"  # the slow ground truth is never chosen
+
+
+def test_masked_tokens_output_zero_and_leave_the_state_unchanged():
+    backbone = make_backbone(dtype=F64, d_conv=1)  # no convolution mixing across tokens
+    x = make_inputs(batch=1, dtype=F64)
+    mask = torch.tensor([[True, False, False, True, True, False, True, True, False]])
+    y, _ = backbone.layers[0].mixer(x, mask)
+    assert torch.equal(y[~mask], torch.zeros_like(y[~mask]))
+    # a hole mid-sequence is skipped: real tokens see the state as if it were not there
+    holes = backbone(x, mask=mask)[mask]
+    torch.testing.assert_close(holes, backbone(x[mask].unsqueeze(0))[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_left_and_right_padding_leave_real_positions_unchanged(bidirectional):
+    backbone = make_backbone(dtype=F64, bidirectional=bidirectional)
+    with torch.no_grad():  # make pads matter if they leaked: a trained LayerNorm has a bias
+        for layer in backbone.layers:
+            layer.norm.bias.normal_()
+    x = make_inputs(batch=1, length=6, dtype=F64)
+    noise = 100 * torch.randn(1, 3, D_MODEL, dtype=F64)
+    alone = backbone(x)
+    right = backbone(torch.cat([x, noise], 1), mask=torch.arange(9).unsqueeze(0) < 6)
+    left = backbone(torch.cat([noise, x], 1), mask=torch.arange(9).unsqueeze(0) >= 3)
+    torch.testing.assert_close(right[:, :6], alone, rtol=0, atol=1e-12)
+    torch.testing.assert_close(left[:, 3:], alone, rtol=0, atol=1e-12)
+
+
+def test_reverse_real_tokens_mirrors_real_tokens_and_keeps_pads_in_place():
+    x = torch.arange(6.0).expand(3, 6).unsqueeze(-1)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0]]).bool()
+    reversed_ = reverse_real_tokens(x, mask).squeeze(-1)
+    expected = torch.tensor([[5, 4, 3, 2, 1, 0], [3, 2, 1, 0, 4, 5], [0, 1, 4, 3, 2, 5]])
+    assert torch.equal(reversed_, expected.double().float())
+    assert torch.equal(reverse_real_tokens(reverse_real_tokens(x, mask), mask), x)
+    assert torch.equal(reverse_real_tokens(x, None), x.flip(1))
+
+
+def test_bidirectional_outputs_depend_on_later_tokens():
+    x = make_inputs(dtype=F64)
+    later = x.clone()
+    later[:, -1] = make_inputs(length=1, seed=5, dtype=F64)[:, 0]
+    causal, bidirectional = make_backbone(dtype=F64), make_backbone(dtype=F64, bidirectional=True)
+    torch.testing.assert_close(causal(later)[:, :-1], causal(x)[:, :-1], rtol=0, atol=1e-12)
+    assert (bidirectional(later)[:, 0] - bidirectional(x)[:, 0]).abs().max() > 1e-6
+
+
+def test_bidirectional_slots_name_the_reverse_mixer_and_each_acts():
+    backbone = make_backbone(dtype=F64, bidirectional=True)
+    slots = backbone.adapter_slots()
+    assert sorted(slots) == sorted(
+        f"layers.{i}.{mixer}{p}"
+        for i in range(2)
+        for mixer in ("", "reverse.")
+        for p in ("A", "dt_bias", "D")
+    )
+    torch.testing.assert_close(
+        slots["layers.1.reverse.A"].base, backbone.layers[1].reverse.base_A()
+    )
+    assert slots["layers.1.reverse.A"].upper_bound == A_UPPER_BOUND
+    x = make_inputs(dtype=F64)
+    delta = torch.ones(D_INNER, dtype=F64)
+    forward_only = backbone(x, adapter_state={"layers.0.D": delta})
+    reverse_only = backbone(x, adapter_state={"layers.0.reverse.D": delta})
+    for adapted in (forward_only, reverse_only):
+        assert (adapted - backbone(x)).abs().max() > 1e-6
+    assert (forward_only - reverse_only).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_zero_deltas_on_every_slot_change_nothing(bidirectional, batch_size):
+    backbone = make_backbone(bidirectional=bidirectional)
+    x = make_inputs()
+    lead = () if batch_size is None else (batch_size,)
+    zeros = {
+        name: torch.zeros(*lead, *slot.base.shape)
+        for name, slot in backbone.adapter_slots().items()
+    }
+    assert torch.equal(backbone(x, adapter_state=zeros), backbone(x))
+
+
+@pytest.mark.parametrize("d_conv", [1, 4])
+def test_step_mode_matches_the_parallel_forward(d_conv):
+    backbone = make_backbone(dtype=F64, d_conv=d_conv)
+    x = make_inputs(length=7, dtype=F64)
+    adapter = DeltaSSMAdapter(DeltaSSMOptions(rank=2, init_scale=1.0))
+    state = adapter.init_state(backbone, 3, generator=torch.Generator().manual_seed(0))
+    state = {
+        key: torch.randn_like(value) if key.endswith(".U") else value
+        for key, value in state.items()
+    }
+    state["layers.1.dt_bias"] = torch.randn(3, D_INNER, dtype=F64)
+    state["layers.0.D"] = torch.randn(D_INNER, dtype=F64)
+    for adapter_state in (None, state):
+        cache, steps = backbone.init_cache(3), []
+        for t in range(x.shape[1]):
+            y_t, cache = backbone.step(x[:, t], cache, adapter_state)
+            steps.append(y_t)
+        parallel = backbone(x, adapter_state=adapter_state)
+        torch.testing.assert_close(torch.stack(steps, 1), parallel, rtol=0, atol=1e-10)
+    assert (torch.stack(steps, 1) - backbone(x)).abs().max() > 1e-6  # the state mattered
+
+
+def test_step_keeps_earlier_caches_and_refuses_bidirectional_models():
+    backbone = make_backbone()
+    first = backbone.init_cache(3)
+    backbone.step(make_inputs()[:, 0], first)
+    assert all(not c.conv.any() and not c.ssm.any() for c in first)
+    with pytest.raises(ValueError, match="bidirectional"):
+        make_backbone(bidirectional=True).step(make_inputs()[:, 0], first)
+
+
+def test_convolution_falls_back_to_torch_off_cuda(monkeypatch):
+    backbone = make_backbone()
+    x = make_inputs()
+    expected = backbone(x)
+
+    def fused(*args, **kwargs):
+        raise AssertionError("the fused kernel takes CUDA tensors only")
+
+    monkeypatch.setattr(mamba, "causal_conv1d_fn", fused)
+    assert torch.equal(backbone(x), expected)

@@ -83,8 +83,8 @@ def make_bound(**adapter_options) -> BoundModel:
     model = AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
     with torch.no_grad():
         model.head.weight *= 10
-        for block in backbone.layers:
-            block.out_proj.weight *= 5
+        for layer in backbone.layers:
+            layer.mixer.out_proj.weight *= 5
     options = {"rank": 2, "init_scale": 1.0, "max_delta_norm": 5.0, **adapter_options}
     return BoundModel(task, model, DeltaSSMAdapter(DeltaSSMOptions(**options)))
 

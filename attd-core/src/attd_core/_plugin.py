@@ -14,9 +14,25 @@ def attd_register(register: Callable[[PluginSpec], None]) -> None:
     register(
         BackboneSpec(
             name="mamba",
-            summary="Mamba selective state-space blocks (pure PyTorch scan)",
+            summary="Mamba selective state-space blocks (scan backend chosen per call)",
             factory="attd_core.backbones.mamba:MambaBackbone",
             config=options.MambaOptions,
+        )
+    )
+    register(
+        BackboneSpec(
+            name="transformer",
+            summary="Pre-norm Transformer encoder with LoRA slots on every projection",
+            factory="attd_core.backbones.transformer:TransformerBackbone",
+            config=options.TransformerOptions,
+        )
+    )
+    register(
+        BackboneSpec(
+            name="hybrid",
+            summary="Mamba and attention layers interleaved by a pattern such as MMA",
+            factory="attd_core.backbones.hybrid:HybridBackbone",
+            config=options.HybridOptions,
         )
     )
     register(

@@ -80,6 +80,7 @@ def run_experiment(
             {
                 "task": config.task.name,
                 "backbone": config.model.backbone.name,
+                "scan_backend": scan_backend(parts.model),
                 "step": trained.steps,
                 "config": resolved.to_yaml_dict(),
             },
@@ -90,6 +91,7 @@ def run_experiment(
         "task": config.task.name,
         "eval": {canonical: result.summary() for canonical, result in results.items()},
         "backbone": resolved.backbone.canonical,
+        "scan_backend": scan_backend(parts.model),
         "train": {
             "steps": trained.steps,
             "epochs": trained.epochs,
@@ -146,6 +148,14 @@ def evaluate_all(
         )
         metrics.write(results[canonical].record())
     return results
+
+
+def scan_backend(model: AttdModel) -> str | None:
+    """The selective-scan backend training ran (`auto` resolves per machine), for the record.
+
+    Backbones that run a scan expose `scan_backend_used`; others (attention) have none.
+    """
+    return getattr(model.backbone, "scan_backend_used", None)
 
 
 def choose_output_dir(requested: str | None, task: str) -> Path:

@@ -1,0 +1,85 @@
+"""Mamba and attention layers interleaved in one residual stack (Jamba-style).
+
+The layers are the Mamba backbone's `MambaLayer` and the Transformer's
+`TransformerLayer`, unchanged, so a hybrid adapts through the same slots as each
+(A, dt bias and D on Mamba layers, LoRA on attention layers). Mamba layers carry
+position, so attention layers get no positional encoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attd_core.backbones.mamba import MambaLayer, scan_backends_used
+from attd_core.backbones.slots import check_state_keys
+from attd_core.backbones.transformer import TransformerLayer, attention_mask
+from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
+from attd_core.options import HybridOptions
+
+
+def layer_kinds(pattern: str, n_layers: int) -> str:
+    """`pattern` repeated or cut to `n_layers` characters, M (Mamba) or A (attention)."""
+    return "".join(pattern[i % len(pattern)] for i in range(n_layers))
+
+
+class HybridBackbone(nn.Module):
+    """Pre-norm residual layers whose kinds follow `pattern`, then a final LayerNorm."""
+
+    def __init__(self, options: HybridOptions | None = None) -> None:
+        super().__init__()
+        options = options or HybridOptions()
+        self.d_model = options.d_model
+        self.causal = options.causal
+        self.kinds = layer_kinds(options.pattern, options.n_layers)
+        self.layers = nn.ModuleList(
+            MambaLayer(options) if kind == "M" else TransformerLayer(options) for kind in self.kinds
+        )
+        self.norm_f = nn.LayerNorm(options.d_model)
+        self._slot_names = tuple(self.adapter_slots())
+
+    @property
+    def scan_backend_used(self) -> str | None:
+        """The selective-scan backend of the last forward's Mamba layers."""
+        return scan_backends_used(self)
+
+    def adapter_slots(self) -> dict[str, AdapterSlot]:
+        """The union of the layers' slots, indexed by position in the stack.
+
+        A Mamba layer i has `layers.{i}.A`, `.dt_bias`, `.D` (and `layers.{i}.reverse.*`
+        when bidirectional); an attention layer i has `layers.{i}.q`, `.k`, `.v`, `.out`,
+        `.mlp_in`, `.mlp_out`.
+        """
+        slots: dict[str, AdapterSlot] = {}
+        for i, layer in enumerate(self.layers):
+            slots.update(layer.adapter_slots(f"layers.{i}."))
+        return slots
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        adapter_state: AdapterState | None = None,
+        return_features: bool = False,
+    ) -> Tensor | ModelOutput:
+        """`(B, L, d_model)` -> `(B, L, d_model)`; `mask` (B, L) is True on real tokens."""
+        state = adapter_state or {}
+        check_state_keys(state, self._slot_names, type(self).__name__)
+        if mask is not None:
+            mask = mask.bool()
+            x = x * mask.unsqueeze(-1).to(x.dtype)
+        # Built once, and only when needed: it is (B, 1, L, L).
+        attn_mask = attention_mask(mask, x.shape[1], self.causal) if "A" in self.kinds else None
+        a_clamped = torch.zeros((), dtype=torch.long, device=x.device)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, MambaLayer):
+                x, clamped = layer(x, mask, state, f"layers.{i}.")
+                a_clamped = a_clamped + clamped
+            else:
+                x = layer(x, attn_mask, state, f"layers.{i}.")
+        features = self.norm_f(x)
+        if not return_features:
+            return features
+        return ModelOutput(
+            logits=features, features=features, stats={"a_clamped": float(a_clamped)}
+        )
