@@ -123,7 +123,7 @@ class MambaBlock(nn.Module):
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
         A, a_clamped = self._adapted_A(state, f"{prefix}A")
-        self.scan_backend_used = resolve_backend(self.scan_backend, xs, A)
+        self.scan_backend_used = resolve_backend(self.scan_backend, xs, A, initial_state)
         y, last = selective_scan(
             xs,
             dt,

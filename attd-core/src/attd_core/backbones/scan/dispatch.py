@@ -3,8 +3,10 @@
 Every backend module in this package has `scan(x, dt, A, B, C, initial_state) -> (y, last)`
 for the bare recurrence (dt already biased, softplus-ed and masked; D and the gate are
 applied here), and imports what it needs at its top: a backend is available exactly
-when its module imports. `auto` picks, in order, the first available backend of
-`AUTO_ORDER` that accepts the call (device, shared or per-sample A).
+when its module imports. A module may define `accepts(x, A) -> bool` (device, dtype,
+shared or per-sample A) and `TAKES_INITIAL_STATE = False` when it cannot start from a
+given state. `auto` picks, in order, the first available backend of `AUTO_ORDER` that
+accepts the call.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ from attd_core.errors import ConfigError
 BACKENDS: dict[str, str] = {
     "reference": "attd_core.backbones.scan.reference",
     "recompute": "attd_core.backbones.scan.recompute",
+    "numba": "attd_core.backbones.scan.numba_kernel",
+    "chunked": "attd_core.backbones.scan.chunked",
+    "mamba-ssm": "attd_core.backbones.scan.mamba_ssm",
 }
 """Backend name -> module. `reference` is the tests' ground truth (twice differentiable);
-`recompute` is plain PyTorch with a hand-written backward (once differentiable)."""
+`recompute` is plain PyTorch with a hand-written backward (once differentiable); `chunked`
+is plain autograd, differentiable any number of times (second-order meta-learning);
+`mamba-ssm` is the fused CUDA kernel (shared A, no initial state, once differentiable)."""
 
-AUTO_ORDER: tuple[str, ...] = ("recompute",)
-"""What `auto` tries, fastest first; `reference` is never picked automatically."""
+AUTO_ORDER: tuple[str, ...] = ("mamba-ssm", "numba", "recompute")
+"""What `auto` tries, fastest first. Never `reference` (slow) nor `chunked`: it is slower
+than the fused backends and only needed for second-order gradients, so ask for it by name."""
 
 
 @cache
@@ -42,17 +50,24 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if _module(name) is not None]
 
 
-def _accepts(module: ModuleType, x: Tensor, A: Tensor) -> bool:
+def _accepts(module: ModuleType, x: Tensor, A: Tensor, initial_state: Tensor | None) -> bool:
+    if initial_state is not None and not getattr(module, "TAKES_INITIAL_STATE", True):
+        return False
     accepts = getattr(module, "accepts", None)
     return accepts is None or accepts(x, A)
 
 
-def resolve_backend(requested: str, x: Tensor, A: Tensor) -> str:
-    """The backend that will run a call: `requested`, or for `auto` the best that accepts it."""
+def resolve_backend(
+    requested: str, x: Tensor, A: Tensor, initial_state: Tensor | None = None
+) -> str:
+    """The backend that will run a call: `requested`, or for `auto` the best that accepts it.
+
+    Pass the call's `initial_state` too: some backends (mamba-ssm) cannot start from one.
+    """
     if requested == "auto":
         for name in AUTO_ORDER:
             module = _module(name)
-            if module is not None and _accepts(module, x, A):
+            if module is not None and _accepts(module, x, A, initial_state):
                 return name
         raise ConfigError(f"no scan backend accepts this call; available: {available_backends()}")
     if requested not in BACKENDS:
@@ -63,10 +78,12 @@ def resolve_backend(requested: str, x: Tensor, A: Tensor) -> str:
             f"scan backend {requested!r} is not available here (its module or dependency "
             f"does not import); available: {', '.join(available_backends())}"
         )
-    if not _accepts(module, x, A):
+    if not _accepts(module, x, A, initial_state):
+        given = "an" if initial_state is not None else "no"
         raise ConfigError(
             f"scan backend {requested!r} cannot run this call (device {x.device.type}, "
-            f"A of shape {tuple(A.shape)})"
+            f"{x.dtype}, A of shape {tuple(A.shape)}, {given} initial state); "
+            f"available: {', '.join(available_backends())}"
         )
     return requested
 
@@ -94,7 +111,7 @@ def selective_scan(
     so the last state is the one after the last real token. Returns y `(b, L, d)`, and
     the last state `(b, d, N)` if `return_last_state`.
     """
-    name = resolve_backend(backend, x, A)
+    name = resolve_backend(backend, x, A, initial_state)
     dt = _prepare_dt(x, dt, dt_bias, dt_softplus)
     if mask is not None:
         dt = dt * mask.unsqueeze(-1).to(dt.dtype)
