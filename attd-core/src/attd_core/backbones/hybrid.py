@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from attd_core.backbones.mamba import MambaLayer, scan_backends_used
-from attd_core.backbones.slots import check_state_keys
+from attd_core.backbones.slots import check_state_keys, stacked_slots
 from attd_core.backbones.transformer import TransformerLayer, attention_mask
 from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
 from attd_core.options import HybridOptions
@@ -50,10 +50,7 @@ class HybridBackbone(nn.Module):
         when bidirectional); an attention layer i has `layers.{i}.q`, `.k`, `.v`, `.out`,
         `.mlp_in`, `.mlp_out`.
         """
-        slots: dict[str, AdapterSlot] = {}
-        for i, layer in enumerate(self.layers):
-            slots.update(layer.adapter_slots(f"layers.{i}."))
-        return slots
+        return stacked_slots(self.layers)
 
     def forward(
         self,

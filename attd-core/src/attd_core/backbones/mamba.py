@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attd_core.backbones.scan import resolve_backend, selective_scan
-from attd_core.backbones.slots import adapted, check_state_keys, slot_delta
+from attd_core.backbones.slots import adapted, check_state_keys, slot_delta, stacked_slots
 from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
 from attd_core.options import MambaMixerOptions, MambaOptions
 
@@ -299,10 +299,7 @@ class MambaBackbone(nn.Module):
         of the current weights: adapters read shapes, devices and values from them and
         build their own tensors.
         """
-        slots: dict[str, AdapterSlot] = {}
-        for i, layer in enumerate(self.layers):
-            slots.update(layer.adapter_slots(f"layers.{i}."))
-        return slots
+        return stacked_slots(self.layers)
 
     def forward(
         self,

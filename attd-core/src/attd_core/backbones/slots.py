@@ -9,12 +9,13 @@ slot metadata works on any backbone, and every backbone rejects the same mistake
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attd_core.interfaces import AdapterState
+from attd_core.interfaces import AdapterSlot, AdapterState
 
 LOW_RANK_FACTORS = ("U", "V")
 
@@ -29,6 +30,14 @@ def check_state_keys(state: AdapterState, slots: Iterable[str], owner: str) -> N
             f"adapter state key {unknown[0]!r} names no slot of this {owner}; "
             f"valid slots (dense, or low-rank as <slot>.U and <slot>.V): {', '.join(slots)}"
         )
+
+
+def stacked_slots(layers: Iterable[Any]) -> dict[str, AdapterSlot]:
+    """The slots of a stack of layers, each layer's named `layers.{i}.<its slot>`."""
+    slots: dict[str, AdapterSlot] = {}
+    for i, layer in enumerate(layers):
+        slots.update(layer.adapter_slots(f"layers.{i}."))
+    return slots
 
 
 def _factors(state: AdapterState, slot: str) -> tuple[Tensor, Tensor] | None:

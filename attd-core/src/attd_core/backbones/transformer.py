@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attd_core.backbones.slots import check_state_keys, delta_linear
+from attd_core.backbones.slots import check_state_keys, delta_linear, stacked_slots
 from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
 from attd_core.options import AttentionOptions, TransformerOptions
 
@@ -127,10 +127,7 @@ class TransformerBackbone(nn.Module):
         Each base is the detached `(out, in)` weight, so LoRA factors are `<slot>.U`
         `(out, r)` and `<slot>.V` `(r, in)`, optionally with a leading batch dimension.
         """
-        slots: dict[str, AdapterSlot] = {}
-        for i, layer in enumerate(self.layers):
-            slots.update(layer.adapter_slots(f"layers.{i}."))
-        return slots
+        return stacked_slots(self.layers)
 
     def forward(
         self,
