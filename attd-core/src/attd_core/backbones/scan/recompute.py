@@ -12,25 +12,18 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from attd_core.backbones.scan.precision import in_float32
+
 CHUNK = 16
 """Tokens per chunk: the chunk's intermediates stay small enough to be reused, not refetched."""
 
 
+@in_float32
 def scan(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, initial_state: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """`h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`, `y_t = C_t . h_t`; returns y and the last h.
-
-    bf16 and fp16 inputs run in float32 (their rounding would compound over the tokens) and
-    the results are cast back.
-    """
-    dtype = x.dtype
-    work = torch.promote_types(dtype, torch.float32)
-    x, dt, A, B, C = (t.to(work) for t in (x, dt, A, B, C))
-    if initial_state is not None:
-        initial_state = initial_state.to(work)
-    y, last = _RecomputingScan.apply(x, dt, A, B, C, initial_state)
-    return y.to(dtype), last.to(dtype)
+    """`h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`, `y_t = C_t . h_t`; returns y and the last h."""
+    return _RecomputingScan.apply(x, dt, A, B, C, initial_state)
 
 
 def _chunk_states(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
