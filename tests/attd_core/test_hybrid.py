@@ -14,7 +14,11 @@ from attd_core.options import DeltaSSMOptions, HybridOptions
 
 D_MODEL = 16
 F64 = torch.float64
-MAMBA_SLOTS = ("A", "dt_bias", "D")
+MAMBA_SLOTS = (
+    "A", "dt_bias", "D", "h0", "in_proj", "x_proj", "dt_proj", "out_proj",
+    "norm.weight", "norm.bias",
+)  # fmt: skip
+ATTENTION_SLOTS = (*WEIGHT_SLOTS, "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")
 
 
 def make_backbone(dtype: torch.dtype = F64, **overrides) -> HybridBackbone:
@@ -33,10 +37,23 @@ def test_layers_follow_the_pattern_and_slots_are_their_union():
     kinds = [type(layer) for layer in backbone.layers]
     assert kinds == [MambaLayer, MambaLayer, TransformerLayer, MambaLayer, MambaLayer]
     expected = [f"layers.{i}.{p}" for i in (0, 1, 3, 4) for p in MAMBA_SLOTS]
-    expected += [f"layers.2.{name}" for name in WEIGHT_SLOTS]
-    assert sorted(backbone.adapter_slots()) == sorted(expected)
+    expected += [f"layers.2.{name}" for name in ATTENTION_SLOTS]
+    expected += ["norm_f.weight", "norm_f.bias"]
+    slots = backbone.adapter_slots()
+    assert sorted(slots) == sorted(expected)
+    kinds = {name: slot.kind for name, slot in slots.items()}
+    assert kinds["layers.0.A"] == "A" and kinds["layers.0.h0"] == "initial_state"
+    assert kinds["layers.0.in_proj"] == kinds["layers.2.q"] == "weight"
+    assert kinds["layers.0.norm.weight"] == kinds["layers.2.norm1.weight"] == "norm_weight"
+    assert kinds["norm_f.bias"] == "norm_bias"
     bidirectional = make_backbone(bidirectional=True, pattern="AM", n_layers=2)
-    assert set(bidirectional.adapter_slots()) >= {"layers.1.reverse.A", "layers.0.q"}
+    assert set(bidirectional.adapter_slots()) >= {
+        "layers.1.reverse.A",
+        "layers.1.reverse.h0",
+        "layers.1.reverse.out_proj",
+        "layers.0.q",
+        "layers.0.norm2.bias",
+    }
 
 
 def test_pattern_needs_a_mamba_layer():

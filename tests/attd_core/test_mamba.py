@@ -13,11 +13,41 @@ import torch.nn.functional as F
 import attd_core
 from attd_core import Backbone, DeltaSSMAdapter, MambaBackbone, ModelOutput
 from attd_core.backbones import mamba
-from attd_core.backbones.mamba import A_UPPER_BOUND, reverse_real_tokens
+from attd_core.backbones.mamba import A_UPPER_BOUND, WEIGHT_SLOTS, reverse_real_tokens
 from attd_core.options import DeltaSSMOptions, MambaOptions
 
 D_MODEL, D_STATE, D_INNER = 16, 4, 32
+DT_RANK = 1
 F64 = torch.float64  # an untrained block barely reacts to A: compare deltas far above rounding
+MIXER_SLOTS = {  # name -> (kind, base shape)
+    "A": ("A", (D_INNER, D_STATE)),
+    "dt_bias": ("dt_bias", (D_INNER,)),
+    "D": ("D", (D_INNER,)),
+    "h0": ("initial_state", (D_INNER, D_STATE)),
+    "in_proj": ("weight", (2 * D_INNER, D_MODEL)),
+    "x_proj": ("weight", (DT_RANK + 2 * D_STATE, D_INNER)),
+    "dt_proj": ("weight", (D_INNER, DT_RANK)),
+    "out_proj": ("weight", (D_MODEL, D_INNER)),
+}
+NORM_SLOTS = {"norm.weight": ("norm_weight", (D_MODEL,)), "norm.bias": ("norm_bias", (D_MODEL,))}
+FINAL_SLOTS = {
+    "norm_f.weight": ("norm_weight", (D_MODEL,)),
+    "norm_f.bias": ("norm_bias", (D_MODEL,)),
+}
+
+
+def expected_slots(n_layers: int = 2, bidirectional: bool = False) -> dict[str, tuple]:
+    mixers = ("", "reverse.") if bidirectional else ("",)
+    slots = {
+        f"layers.{i}.{mixer}{name}": spec
+        for i in range(n_layers)
+        for mixer in mixers
+        for name, spec in MIXER_SLOTS.items()
+    }
+    slots |= {
+        f"layers.{i}.{name}": spec for i in range(n_layers) for name, spec in NORM_SLOTS.items()
+    }
+    return slots | FINAL_SLOTS
 
 
 def make_backbone(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> MambaBackbone:
@@ -113,12 +143,27 @@ def test_each_slot_acts_as_a_delta_on_its_parameter():
     delta_bias = torch.randn(D_INNER, generator=gen, dtype=F64)
     delta_D = torch.randn(D_INNER, generator=gen, dtype=F64)
     state = {"layers.0.A": delta_A, "layers.0.dt_bias": delta_bias, "layers.1.D": delta_D}
+    for name in WEIGHT_SLOTS:
+        shape = MIXER_SLOTS[name][1]
+        state[f"layers.1.{name}"] = 0.3 * torch.randn(shape, generator=gen, dtype=F64)
+    for name in ("layers.0.norm", "layers.1.norm", "norm_f"):
+        for part in ("weight", "bias"):
+            state[f"{name}.{part}"] = torch.randn(D_MODEL, generator=gen, dtype=F64)
     edited = copy.deepcopy(backbone)
     with torch.no_grad():
         block0 = edited.layers[0].mixer
         block0.A_log.copy_(torch.log(-(block0.base_A() + delta_A)))
         block0.dt_proj.bias += delta_bias
         edited.layers[1].mixer.D += delta_D
+        for name in WEIGHT_SLOTS:
+            getattr(edited.layers[1].mixer, name).weight += state[f"layers.1.{name}"]
+        for norm, name in (
+            (edited.layers[0].norm, "layers.0.norm"),
+            (edited.layers[1].norm, "layers.1.norm"),
+            (edited.norm_f, "norm_f"),
+        ):
+            norm.weight += state[f"{name}.weight"]
+            norm.bias += state[f"{name}.bias"]
     adapted = backbone(x, adapter_state=state)
     torch.testing.assert_close(adapted, edited(x), rtol=1e-10, atol=1e-12)
     for key, delta in state.items():  # each delta matters on its own
@@ -171,13 +216,39 @@ def test_malformed_deltas_are_rejected():
 def test_adapter_slots_describe_bases_without_exposing_weights():
     backbone = make_backbone()
     slots = backbone.adapter_slots()
-    assert sorted(slots) == sorted(
-        f"layers.{i}.{p}" for i in range(2) for p in ("A", "dt_bias", "D")
-    )
-    assert slots["layers.0.A"].upper_bound == A_UPPER_BOUND
-    assert slots["layers.0.D"].upper_bound is None
+    expected = expected_slots()
+    assert sorted(slots) == sorted(expected)
+    for name, slot in slots.items():
+        assert slot.name == name
+        assert (slot.kind, tuple(slot.base.shape)) == expected[name], name
+        assert slot.kind in attd_core.interfaces.SLOT_KINDS
+        assert slot.upper_bound == (A_UPPER_BOUND if slot.kind == "A" else None)
+        assert not slot.base.requires_grad
     torch.testing.assert_close(slots["layers.1.A"].base, backbone.layers[1].mixer.base_A())
-    assert all(not slot.base.requires_grad for slot in slots.values())
+    assert torch.equal(slots["layers.1.x_proj"].base, backbone.layers[1].mixer.x_proj.weight)
+    assert torch.equal(slots["layers.0.norm.bias"].base, backbone.layers[0].norm.bias)
+    assert torch.equal(slots["norm_f.weight"].base, backbone.norm_f.weight)
+    assert not slots["layers.0.h0"].base.any()
+
+
+def test_initial_state_slot_starts_the_scan():
+    """A delta on h0 equals stepping from a cache whose SSM state is h0; per sample."""
+    backbone = make_backbone(dtype=F64, n_layers=1)
+    x = make_inputs(dtype=F64)
+    h0 = torch.zeros(3, D_INNER, D_STATE, dtype=F64)
+    h0[1] = torch.randn(D_INNER, D_STATE, dtype=F64)
+    adapted = backbone(x, adapter_state={"layers.0.h0": h0})
+    cache = [mamba.MambaLayerCache(conv=backbone.init_cache(3)[0].conv, ssm=h0)]
+    steps = []
+    for t in range(x.shape[1]):
+        y_t, cache = backbone.step(x[:, t], cache)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), adapted, rtol=0, atol=1e-10)
+    base = backbone(x)
+    torch.testing.assert_close(adapted[[0, 2]], base[[0, 2]], rtol=0, atol=1e-12)
+    assert (adapted[1] - base[1]).abs().max() > 1e-3
+    shared = backbone(x, adapter_state={"layers.0.h0": h0[1]})  # one h0 for every sample
+    torch.testing.assert_close(shared[1], adapted[1], rtol=0, atol=1e-12)
 
 
 def test_gradients_reach_base_weights_and_adapter_state():
@@ -276,12 +347,9 @@ def test_bidirectional_outputs_depend_on_later_tokens():
 def test_bidirectional_slots_name_the_reverse_mixer_and_each_acts():
     backbone = make_backbone(dtype=F64, bidirectional=True)
     slots = backbone.adapter_slots()
-    assert sorted(slots) == sorted(
-        f"layers.{i}.{mixer}{p}"
-        for i in range(2)
-        for mixer in ("", "reverse.")
-        for p in ("A", "dt_bias", "D")
-    )
+    expected = expected_slots(bidirectional=True)
+    assert sorted(slots) == sorted(expected)
+    assert all(slots[name].kind == kind for name, (kind, _) in expected.items())
     torch.testing.assert_close(
         slots["layers.1.reverse.A"].base, backbone.layers[1].reverse.base_A()
     )
@@ -293,6 +361,17 @@ def test_bidirectional_slots_name_the_reverse_mixer_and_each_acts():
     for adapted in (forward_only, reverse_only):
         assert (adapted - backbone(x)).abs().max() > 1e-6
     assert (forward_only - reverse_only).abs().max() > 1e-6
+    h0 = torch.randn(D_INNER, D_STATE, dtype=F64)
+    for name in ("layers.0.reverse.h0", "layers.0.reverse.in_proj.U"):
+        state = (
+            {name: h0}
+            if name.endswith("h0")
+            else {
+                name: torch.randn(2 * D_INNER, 1, dtype=F64),
+                "layers.0.reverse.in_proj.V": torch.randn(1, D_MODEL, dtype=F64),
+            }
+        )
+        assert (backbone(x, adapter_state=state) - backbone(x)).abs().max() > 1e-6, name
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -310,6 +389,8 @@ def test_zero_deltas_on_every_slot_change_nothing(bidirectional, batch_size):
 
 @pytest.mark.parametrize("d_conv", [1, 4])
 def test_step_mode_matches_the_parallel_forward(d_conv):
+    """Every kind of slot, shared or per sample, acts alike in both modes; h0 through
+    `init_cache`."""
     backbone = make_backbone(dtype=F64, d_conv=d_conv)
     x = make_inputs(length=7, dtype=F64)
     adapter = DeltaSSMAdapter(DeltaSSMOptions(rank=2, init_scale=1.0))
@@ -320,8 +401,18 @@ def test_step_mode_matches_the_parallel_forward(d_conv):
     }
     state["layers.1.dt_bias"] = torch.randn(3, D_INNER, dtype=F64)
     state["layers.0.D"] = torch.randn(D_INNER, dtype=F64)
+    state["layers.0.h0"] = torch.randn(3, D_INNER, D_STATE, dtype=F64)
+    state["layers.1.h0"] = torch.randn(D_INNER, D_STATE, dtype=F64)
+    state["layers.0.in_proj"] = 0.1 * torch.randn(3, 2 * D_INNER, D_MODEL, dtype=F64)
+    state["layers.1.x_proj.U"] = torch.randn(3, DT_RANK + 2 * D_STATE, 2, dtype=F64)
+    state["layers.1.x_proj.V"] = 0.1 * torch.randn(3, 2, D_INNER, dtype=F64)
+    state["layers.0.dt_proj"] = torch.randn(D_INNER, DT_RANK, dtype=F64)
+    state["layers.1.out_proj.U"] = torch.randn(D_MODEL, 2, dtype=F64)
+    state["layers.1.out_proj.V"] = 0.1 * torch.randn(2, D_INNER, dtype=F64)
+    state["layers.0.norm.weight"] = torch.randn(3, D_MODEL, dtype=F64)
+    state["norm_f.bias"] = torch.randn(D_MODEL, dtype=F64)
     for adapter_state in (None, state):
-        cache, steps = backbone.init_cache(3), []
+        cache, steps = backbone.init_cache(3, adapter_state), []
         for t in range(x.shape[1]):
             y_t, cache = backbone.step(x[:, t], cache, adapter_state)
             steps.append(y_t)

@@ -1,4 +1,4 @@
-"""The Transformer backbone: shapes, padding, causality and LoRA states as weight deltas."""
+"""The Transformer backbone: shapes, padding, causality, and LoRA and norm states as deltas."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ SHAPES = {  # slot -> (out, in)
     "mlp_in": (HIDDEN, D_MODEL),
     "mlp_out": (D_MODEL, HIDDEN),
 }
+NORMS = ("norm1", "norm2")
 
 
 def make_backbone(seed: int = 0, dtype: torch.dtype = F64, **overrides) -> TransformerBackbone:
@@ -41,6 +42,8 @@ def lora_state(backbone, batch_size: int | None, seed: int = 2, zero_u: bool = F
     lead = () if batch_size is None else (batch_size,)
     state = {}
     for name, slot in backbone.adapter_slots().items():
+        if slot.kind != "weight":
+            continue
         out, in_ = slot.base.shape
         u = 0.3 * torch.randn(*lead, out, RANK, generator=gen, dtype=F64)
         state[f"{name}.U"] = torch.zeros_like(u) if zero_u else u
@@ -57,11 +60,45 @@ def test_shapes_slots_and_features_output():
     out = backbone(x, return_features=True)
     assert isinstance(out, ModelOutput) and torch.equal(out.features, y)
     slots = backbone.adapter_slots()
-    assert sorted(slots) == sorted(f"layers.{i}.{name}" for i in range(2) for name in WEIGHT_SLOTS)
+    weights = [f"layers.{i}.{name}" for i in range(2) for name in WEIGHT_SLOTS]
+    norms = [f"layers.{i}.{n}" for i in range(2) for n in NORMS] + ["norm_f"]
+    norm_parts = [f"{norm}.{part}" for norm in norms for part in ("weight", "bias")]
+    assert sorted(slots) == sorted(weights + norm_parts)
     for name, slot in slots.items():
-        assert slot.base.shape == SHAPES[name.split(".")[-1]] and not slot.base.requires_grad
-        assert slot.upper_bound is None
+        assert slot.name == name and slot.upper_bound is None and not slot.base.requires_grad
+        if name in weights:
+            assert slot.kind == "weight" and slot.base.shape == SHAPES[name.split(".")[-1]]
+        else:
+            assert slot.kind == f"norm_{name.split('.')[-1]}" and slot.base.shape == (D_MODEL,)
     assert torch.equal(slots["layers.1.mlp_in"].base, backbone.layers[1].mlp_in.weight)
+    assert torch.equal(slots["layers.1.norm2.bias"].base, backbone.layers[1].norm2.bias)
+    assert torch.equal(slots["norm_f.weight"].base, backbone.norm_f.weight)
+
+
+def test_norm_deltas_equal_editing_the_norms():
+    backbone = make_backbone()
+    x = make_inputs()
+    gen = torch.Generator().manual_seed(4)
+    names = [f"layers.{i}.{n}" for i in range(2) for n in NORMS] + ["norm_f"]
+    state = {
+        f"{name}.{part}": torch.randn(D_MODEL, generator=gen, dtype=F64)
+        for name in names
+        for part in ("weight", "bias")
+    }
+    edited = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for name, module in edited.named_modules():
+            if name in names:
+                module.weight += state[f"{name}.weight"]
+                module.bias += state[f"{name}.bias"]
+    adapted = backbone(x, adapter_state=state)
+    torch.testing.assert_close(adapted, edited(x), rtol=1e-10, atol=1e-12)
+    per_sample = {key: torch.stack([torch.zeros_like(d), d, d]) for key, d in state.items()}
+    batched = backbone(x, adapter_state=per_sample)
+    torch.testing.assert_close(batched[1:], adapted[1:], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(batched[0], backbone(x)[0], rtol=1e-10, atol=1e-12)
+    for key, delta in state.items():  # each delta matters on its own
+        assert (backbone(x, adapter_state={key: delta}) - backbone(x)).abs().max() > 1e-6, key
 
 
 def test_n_heads_must_divide_the_width():

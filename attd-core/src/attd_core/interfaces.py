@@ -38,6 +38,24 @@ class Batch:
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
+    def select(self, index: Tensor) -> Batch:
+        """The samples at `index` (a `(n,)` long tensor): tensors in `aux` are indexed too.
+
+        The engine uses it to drop finished samples from the working batch, so every
+        tensor in `aux` must have the batch as its leading dimension.
+        """
+
+        def pick(value: Any) -> Any:
+            return value.index_select(0, index) if hasattr(value, "index_select") else value
+
+        return replace(
+            self,
+            inputs=pick(self.inputs),
+            mask=pick(self.mask),
+            labels=pick(self.labels),
+            aux={key: pick(value) for key, value in self.aux.items()},
+        )
+
     def to(self, device: Any) -> Batch:
         """Move every tensor (including tensors in `aux`) to `device`."""
 
@@ -57,26 +75,39 @@ class Batch:
 class ModelOutput:
     """What a Task's forward returns: logits plus whatever else a caller may need.
 
-    `features` are the backbone's `(B, L, D)` outputs, `pooled` the `(B, D)` summary
-    used by classification heads, `stats` counters such as how often a guard fired.
+    `features` are the backbone's `(B, L, D)` outputs, `embedded` its `(B, L, D)` inputs
+    (what next-step reconstruction predicts), `pooled` the `(B, D)` summary used by
+    classification heads, `stats` counters such as how often a guard fired.
     """
 
     logits: Tensor
     features: Tensor | None = None
+    embedded: Tensor | None = None
     pooled: Tensor | None = None
     stats: dict[str, float] = field(default_factory=dict)
+
+
+SLOT_KINDS = ("A", "dt_bias", "D", "weight", "norm_weight", "norm_bias", "initial_state")
+"""What a slot holds, so adapters pick slots by meaning rather than by name.
+
+`A`: a state matrix `(d_inner, d_state)`; `dt_bias`, `D`: per-channel vectors; `weight`:
+a linear map `(out, in)` (LoRA's target); `norm_weight`, `norm_bias`: a norm layer's
+affine vectors; `initial_state`: the SSM state a scan starts from (base all zeros).
+"""
 
 
 @dataclass(frozen=True)
 class AdapterSlot:
     """A place inside a backbone where an adapter may add a delta.
 
-    `base` is the current base tensor (read it, never write it); `upper_bound` is set
-    where the backbone clamps the adapted value (Mamba keeps `A` negative).
+    `base` is the current base tensor (read it, never write it); `kind` is one of
+    `SLOT_KINDS`; `upper_bound` is set where the backbone clamps the adapted value
+    (Mamba keeps `A` negative), so adapters can project their deltas inside it.
     """
 
     name: str
     base: Tensor
+    kind: str = "weight"
     upper_bound: float | None = None
 
 
@@ -85,12 +116,17 @@ class Adaptation:
     """The result of one `TTAStrategy.adapt` call.
 
     `state` is None when nothing was adapted; `steps` holds each sample's number of inner
-    steps `(B,)`; `stats` are batch totals of guard counters and similar.
+    gradient steps `(B,)` (its compute, rolled-back steps included); `stats` are batch
+    totals of guard counters; `difficulty` is the inner loss before adaptation `(B,)`
+    when it was computed; `flags` marks samples per guard, e.g. `flags["nonfinite"]` `(B,)`
+    bool for samples whose loss or gradient went non-finite and were reverted.
     """
 
     state: AdapterState | None
     steps: Tensor
     stats: dict[str, float] = field(default_factory=dict)
+    difficulty: Tensor | None = None
+    flags: dict[str, Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -163,6 +199,10 @@ class Task(Protocol):
 
     def compute_loss(self, output: ModelOutput, batch: Batch) -> Tensor: ...
 
+    def sample_losses(self, output: ModelOutput, batch: Batch) -> Tensor:
+        """The task loss of each sample `(B,)`: what the oracle and the regimes compare."""
+        ...
+
     def compute_metrics(self, output: ModelOutput, batch: Batch) -> dict[str, float]: ...
 
 
@@ -171,10 +211,13 @@ class Adapter(Protocol):
     """Creates and constrains adapter states; never mutates backbone weights.
 
     `init_state` reads the backbone's slots and returns fresh tensors (with a leading
-    batch dimension when `batch_size` is given). `project` maps a state back into the
-    allowed set after an update (norm caps and the like) and counts what it did.
-    `per_sample` says whether a state made for a batch gives every sample its own
-    tensors (a leading batch dimension), so that samples may take different step counts.
+    batch dimension when `batch_size` is given and `per_sample` is true), named by the
+    slot convention (`<slot>` dense, `<slot>.U`/`<slot>.V` low rank). A fresh state must
+    leave the model's output unchanged. `deltas` maps a state to what the backbone reads
+    (identity for most adapters; LoRA scales by alpha / rank), differentiably.
+    `project` maps a state back into the allowed set after an update (norm caps, A kept
+    below its slot's `upper_bound`) and returns counts of what it did, one tensor each.
+    `num_parameters` counts one sample's adapted parameters.
     """
 
     per_sample: bool
@@ -183,7 +226,11 @@ class Adapter(Protocol):
         self, backbone: Backbone, batch_size: int | None = None, *, generator: Any = None
     ) -> AdapterState: ...
 
-    def project(self, state: AdapterState) -> tuple[AdapterState, dict[str, Tensor]]: ...
+    def deltas(self, state: AdapterState) -> AdapterState: ...
+
+    def project(
+        self, state: AdapterState, slots: Mapping[str, AdapterSlot]
+    ) -> tuple[AdapterState, dict[str, Tensor]]: ...
 
     def num_parameters(self, state: AdapterState) -> int: ...
 
@@ -192,35 +239,76 @@ class Adapter(Protocol):
 class InnerObjective(Protocol):
     """A self-supervised loss for test-time adaptation, one value per sample `(B,)`.
 
-    `reference` is the unadapted output of the same batch (for KL anchoring).
+    It runs the forward passes it needs itself (`model(batch, state)`, or on a masked or
+    augmented copy of the batch), so objectives with two views or masked inputs fit the
+    same contract. `reference` is the unadapted output on the clean batch (computed once,
+    without gradients) for anchoring and reconstruction targets. A sample's loss must
+    depend on that sample alone: one backward of the sum then gives per-sample gradients.
     """
 
     def __call__(
-        self, output: ModelOutput, batch: Batch, reference: ModelOutput | None = None
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
     ) -> Tensor: ...
 
 
 @dataclass
 class ControllerPlan:
-    """A controller's decision: integer steps, their differentiable form, and a cost."""
+    """A controller's decision for each sample of a batch.
+
+    `k_hard` `(B,)` long: the steps taken; `k_soft` `(B,)`: its differentiable form;
+    `cost` `(B,)`: the compute-cost term (K, or expected K); `weights` `(B, k_max + 1)`:
+    a differentiable distribution over step counts 0..k_max (None when the controller is
+    not differentiable), which the controller regime uses to weigh each step's task
+    loss; `details` holds what a report may show (gates, thresholds, hazards).
+    """
 
     k_hard: Tensor
     k_soft: Tensor
     cost: Tensor
+    weights: Tensor | None = None
+    details: dict[str, Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Controller(Protocol):
-    """Maps a per-sample difficulty signal `(B,)` to a number of inner steps."""
+    """Maps a per-sample difficulty signal `(B,)` to at most `k_max` inner steps.
 
-    def plan(self, difficulty: Tensor) -> ControllerPlan: ...
+    Built-in controllers are monotone: a harder sample never gets fewer steps.
+    `uses_labels` marks controllers that read labels (the oracle): evaluation only, and
+    every report says so. `needs_calibration` is true while the controller has nothing
+    fitted or trained; `calibrate` then fits it from a calibration split's difficulties
+    and, when `uses_best_steps` is true, each sample's best step count (`best_steps`,
+    found with labels on that split). `plan` takes `best_steps` only when `uses_labels`
+    is true.
+    """
+
+    k_max: int
+    uses_labels: bool
+    uses_best_steps: bool
+
+    @property
+    def needs_calibration(self) -> bool: ...
+
+    def calibrate(self, difficulty: Tensor, best_steps: Tensor | None = None) -> None: ...
+
+    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan: ...
 
 
 @runtime_checkable
 class AdaptableModel(Protocol):
-    """What a TTA strategy sees: a task-bound forward plus the adapter's state rules."""
+    """What a TTA strategy sees: a task-bound forward plus the adapter's state rules.
+
+    `adapter_owners` maps each key of a fresh state to the adapter that made it (the
+    parameter selector reads it); `sample_losses` is the task loss per sample (labels
+    needed), for the oracle and the training regimes.
+    """
 
     per_sample: bool
+    input_spec: InputSpec
 
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput: ...
 
@@ -230,10 +318,32 @@ class AdaptableModel(Protocol):
         self, state: AdapterState
     ) -> tuple[AdapterState, Mapping[str, Tensor]]: ...
 
+    def adapter_owners(self, state: AdapterState) -> Mapping[str, str]: ...
+
+    def sample_losses(self, output: ModelOutput, batch: Batch) -> Tensor: ...
+
+
+@runtime_checkable
+class Shift(Protocol):
+    """A test-time distribution shift: a transformed copy of a batch, for evaluation only.
+
+    `generator` makes the corruption reproducible; the batch passed in is not changed.
+    """
+
+    def apply(self, batch: Batch, generator: Any) -> Batch: ...
+
 
 @runtime_checkable
 class TTAStrategy(Protocol):
-    """Adapts to one batch at test time and says how many steps each sample took."""
+    """Adapts to one batch at test time and says how many steps each sample took.
+
+    Strategies that carry state across batches (continual streams) also define
+    `reset()`, which the evaluator calls before each pass; strategies that must be
+    fitted first (calibrated controllers) define `calibrate(model, batches, objective)`
+    and a `needs_calibration` property, and the evaluator calibrates them on batches of
+    the calibration split while it is true. `uses_labels` marks strategies that read
+    labels (the oracle): reports say so.
+    """
 
     def adapt(
         self, model: AdaptableModel, batch: Batch, objective: InnerObjective

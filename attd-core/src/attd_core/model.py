@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from attd_core.adapters.combined import CombinedAdapter
 from attd_core.errors import ConfigError
 from attd_core.interfaces import (
     Adapter,
@@ -58,25 +59,34 @@ class AttdModel(nn.Module):
 
 
 class BoundModel:
-    """A model bound to its task and adapter: what a `TTAStrategy` adapts.
+    """A model bound to its task and adapters: what a `TTAStrategy` adapts.
 
+    `adapters` maps names to adapters (several combine by dict union of their states).
     The generator makes fresh adapter states reproducible: `reset_generator()` before an
     evaluation pass gives every pass the same initial states.
     """
 
-    def __init__(self, task: Task, model: AttdModel, adapter: Adapter, seed: int = 0) -> None:
-        self.task, self.model, self.adapter, self.seed = task, model, adapter, seed
+    def __init__(
+        self, task: Task, model: AttdModel, adapters: Mapping[str, Adapter], seed: int = 0
+    ) -> None:
+        self.task, self.model, self.seed = task, model, seed
+        self.adapter = CombinedAdapter(adapters)
         self.generator = torch.Generator().manual_seed(seed)
 
     def reset_generator(self) -> None:
         self.generator.manual_seed(self.seed)
 
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
-        return self.task.forward(self.model, batch, adapter_state)
+        deltas = None if adapter_state is None else self.adapter.deltas(adapter_state)
+        return self.task.forward(self.model, batch, deltas)
 
     @property
     def per_sample(self) -> bool:
         return self.adapter.per_sample
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.task.input_spec
 
     def init_adapter_state(self, batch_size: int) -> AdapterState:
         return self.adapter.init_state(self.model.backbone, batch_size, generator=self.generator)
@@ -84,4 +94,13 @@ class BoundModel:
     def project_adapter_state(
         self, state: AdapterState
     ) -> tuple[AdapterState, Mapping[str, Tensor]]:
-        return self.adapter.project(state)
+        return self.adapter.project(state, self.model.backbone.adapter_slots())
+
+    def adapter_owners(self, state: AdapterState) -> Mapping[str, str]:
+        return self.adapter.owners(state)
+
+    def num_adapter_parameters(self, state: AdapterState) -> int:
+        return self.adapter.num_parameters(state)
+
+    def sample_losses(self, output: ModelOutput, batch: Batch) -> Tensor:
+        return self.task.sample_losses(output, batch)

@@ -84,33 +84,222 @@ class HybridOptions(MambaMixerOptions, AttentionOptions):
     )
 
 
-class DeltaSSMOptions(_Options):
-    """Low-rank delta on each layer's state matrix: A = A0 + U V."""
+class _AdapterOptions(_Options):
+    per_sample: bool = Field(True, description="One adapter per sample (leading batch dim).")
+
+
+class DeltaSSMOptions(_AdapterOptions):
+    """Low-rank delta on each layer's state matrix, A = A0 + U V (plus dt bias and D)."""
 
     rank: int = Field(4, ge=1, description="Rank r of U (d_inner x r) and V (r x d_state).")
     max_delta_norm: float = Field(0.5, gt=0, description="Cap on the Frobenius norm of U V.")
     init_scale: float = Field(0.01, gt=0, description="Std of V's random initialisation.")
-    per_sample: bool = Field(True, description="One adapter per sample (leading batch dim).")
+    dt_bias: bool = Field(False, description="Also adapt each layer's dt bias (dense delta).")
+    D: bool = Field(False, description="Also adapt each layer's skip gain D (dense delta).")
+    keep_a_negative: bool = Field(
+        True,
+        description="Shrink U V where A0 + U V would reach the slot's upper bound (A < 0); "
+        "counted as a_projected.",
+    )
+
+
+class LoRAOptions(_AdapterOptions):
+    """Low-rank deltas on linear weights, W + (alpha / rank) U V, U zero so nothing changes."""
+
+    rank: int = Field(4, ge=1, description="Rank r: U is (out x r), V is (r x in).")
+    alpha: float = Field(8.0, gt=0, description="Scale alpha / rank of the product U V.")
+    targets: list[str] = Field(
+        default_factory=lambda: ["in_proj", "x_proj", "dt_proj", "out_proj", "q", "k", "v", "out"],
+        min_length=1,
+        description="Weight slots to adapt: a slot's last name part (in_proj) or a glob "
+        "over full slot names (layers.1.*).",
+    )
+
+
+class StateOffsetOptions(_AdapterOptions):
+    """A learned initial SSM state per layer: the state-space counterpart of a prefix."""
+
+
+class NormAffineOptions(_AdapterOptions):
+    """Deltas on the norm layers' scales and biases (what TENT adapts)."""
+
+    targets: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Norm slots to adapt: globs over slot names (layers.0.norm.*).",
+    )
 
 
 class NoneOptions(_Options):
     """No adaptation."""
 
 
-class FixedOptions(_Options):
+class InnerLoopOptions(_Options):
+    """The inner loop and its guards, shared by every strategy that adapts."""
+
+    lr: float = Field(1e-3, gt=0, description="Inner learning rate.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Inner optimiser.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Per-sample gradient norm cap.")
+    trust_region: float | None = Field(
+        None, gt=0, description="Project each sample's ||state - initial|| back to <= this."
+    )
+    damping: float = Field(
+        1.0, gt=0, le=1, description="gamma of psi <- (1-gamma) psi + gamma (psi - lr grad)."
+    )
+    learned_damping: bool = Field(
+        False, description="gamma from a learned gate fed with the inner loss (controller regime)."
+    )
+    rollback: bool = Field(
+        False, description="Undo a sample's step when it raised that sample's inner loss."
+    )
+    nonfinite_guard: bool = Field(
+        True, description="Revert and flag a sample whose loss or gradient is not finite."
+    )
+    entropy_filter: float | None = Field(
+        None, gt=0, description="Skip samples whose prediction entropy exceeds c * ln C."
+    )
+    reset: Literal["episodic", "continual"] = Field(
+        "episodic", description="Fresh state per batch, or one shared state carried along."
+    )
+    collapse_entropy: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Continual only: reset when a batch's mean entropy falls below c * ln C.",
+    )
+    adapt: str = Field(
+        "all",
+        min_length=1,
+        description="What is adapted: all, or adapter names and key globs joined by + "
+        "(delta-ssm+norm-affine, lora+layers.0.*).",
+    )
+
+    @model_validator(mode="after")
+    def _continual_settings(self) -> InnerLoopOptions:
+        if self.collapse_entropy is not None and self.reset != "continual":
+            raise ValueError("collapse_entropy needs reset=continual")
+        return self
+
+
+class FixedOptions(InnerLoopOptions):
     """The same number of inner steps for every sample."""
 
     positional: ClassVar[tuple[str, ...]] = ("k",)
 
     k: int = Field(ge=0, description="Inner steps per sample.")
-    lr: float = Field(1e-3, gt=0, description="Inner SGD learning rate.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Per-sample gradient norm cap.")
 
 
-class EntropyKLOptions(_Options):
-    """Prediction entropy plus a KL anchor to the unadapted prediction."""
+class AdaptiveOptions(InnerLoopOptions):
+    """Steps per sample from a controller fed with the inner loss before adaptation."""
 
-    kl_weight: float = Field(1.0, ge=0, description="Weight of KL(p_adapted || p_reference).")
+    positional: ClassVar[tuple[str, ...]] = ("k_max",)
+
+    k_max: int = Field(ge=1, description="Most inner steps any sample takes.")
+    controller: str = Field("threshold", min_length=1, description="Controller plugin name.")
+    target_k: float | None = Field(
+        None,
+        ge=0,
+        description="Mean k a calibrated controller aims at (default k_max / 4).",
+    )
+    tau: float = Field(0.1, gt=0, description="Temperature of soft gates.")
+
+    @model_validator(mode="after")
+    def _target_within_range(self) -> AdaptiveOptions:
+        if self.target_k is not None and self.target_k > self.k_max:
+            raise ValueError(f"target_k ({self.target_k}) must not exceed k_max ({self.k_max})")
+        return self
+
+
+class GateOptions(AdaptiveOptions):
+    """Ponder or not: 0 or k_max steps, by one threshold on the difficulty."""
+
+    controller: Literal["gate"] = Field("gate", description="Always the gate controller.")
+
+
+class OracleOptions(InnerLoopOptions):
+    """Each sample's best step count in 0..k_max, chosen with labels: evaluation only."""
+
+    positional: ClassVar[tuple[str, ...]] = ("k_max",)
+
+    k_max: int = Field(ge=1, description="Most inner steps any sample takes.")
+
+
+class ControllerOptions(_Options):
+    """What every controller takes: the step budget, set by the strategy."""
+
+    k_max: int = Field(5, ge=1, description="Most inner steps.")
+
+
+class CalibratedControllerOptions(ControllerOptions):
+    target_k: float | None = Field(
+        None, ge=0, description="Mean k to aim at when calibrated (default k_max / 4)."
+    )
+
+
+class FixedControllerOptions(ControllerOptions):
+    """k_max steps for every sample."""
+
+
+class ThresholdControllerOptions(CalibratedControllerOptions):
+    """k = #{i: s > t_i}, thresholds t_i = t0 + cumsum(softplus(delta_i)), learned."""
+
+    tau: float = Field(0.1, gt=0, description="Temperature of the soft gates.")
+
+
+class GateControllerOptions(CalibratedControllerOptions):
+    """0 or k_max steps by one threshold."""
+
+    tau: float = Field(0.1, gt=0, description="Temperature of the soft gate.")
+
+
+class HaltingControllerOptions(CalibratedControllerOptions):
+    """A per-step halting hazard that falls as difficulty rises; expected k is the cost."""
+
+
+class QuantileControllerOptions(CalibratedControllerOptions):
+    """Thresholds at quantiles of calibration difficulties, to hit a target mean k."""
+
+
+class IsotonicControllerOptions(ControllerOptions):
+    """Isotonic regression of each calibration sample's best step on its difficulty."""
+
+
+class OracleControllerOptions(ControllerOptions):
+    """The best step per sample, from labels: evaluation only."""
+
+
+class EntropyOptions(_Options):
+    """Mean prediction entropy (TENT), optionally on confident samples only."""
+
     confidence_threshold: float | None = Field(
         None, gt=0, le=1, description="Only samples this confident contribute entropy."
     )
+
+
+class EntropyKLOptions(EntropyOptions):
+    """Prediction entropy plus a KL anchor to the unadapted prediction."""
+
+    kl_weight: float = Field(1.0, ge=0, description="Weight of KL(p_adapted || p_reference).")
+
+
+class NextTokenOptions(_Options):
+    """Next-token cross-entropy on the input itself (language-modelling tasks)."""
+
+
+class MaskedReconstructionOptions(_Options):
+    """Blank a fraction of tokens; reconstruct the unadapted features at those positions."""
+
+    mask_ratio: float = Field(0.15, gt=0, lt=1, description="Fraction of real tokens blanked.")
+    seed: int = Field(0, ge=0, description="Seed of the masks (the same for every batch).")
+
+
+class NextStepOptions(_Options):
+    """MSE between the features at t and the input embedding at t + 1 (no head needed)."""
+
+
+class ConsistencyOptions(_Options):
+    """Symmetric KL between predictions on two views with tokens dropped at random."""
+
+    drop_ratio: float = Field(0.1, gt=0, lt=1, description="Fraction of tokens dropped per view.")
+    seed: int = Field(0, ge=0, description="Seed of the views (the same for every batch).")

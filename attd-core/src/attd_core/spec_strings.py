@@ -2,14 +2,15 @@
 
 ARGS are comma-separated, positionals first (in the order the config model lists in
 its `positional` class variable), then `key=value`. `fixed:3`, `fixed:k=3,lr=0.01`
-and `adaptive:5,controller=threshold` are examples. Values are validated by the
-component's pydantic config model, so `fixed:x` and `fixed:-1` fail with the reason.
+and `adaptive:5,controller=threshold` are examples; `none` switches off an optional
+option (`fixed:3,grad_clip=none`). Values are validated by the component's pydantic
+config model, so `fixed:x` and `fixed:-1` fail with the reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -41,7 +42,7 @@ def parse_component(text: str, kind: str, manager: PluginManager) -> ComponentCh
     spec = manager.get(kind, name.strip())
     model = spec.config
     positional = positional_fields(model)
-    allowed = list(model.model_fields)
+    allowed = [*positional, *(key for key in model.model_fields if key not in positional)]
     raw: dict[str, str] = {}
     seen_keyword = False
     for index, part in enumerate(arg.strip() for arg in args.split(",") if args.strip()):
@@ -67,7 +68,7 @@ def parse_component(text: str, kind: str, manager: PluginManager) -> ComponentCh
             key, value = positional[index], part
         if key in raw:
             raise ConfigError(f"bad {kind} spec {text!r}: option {key!r} given twice")
-        raw[key] = value.strip()
+        raw[key] = _value(model, key, value.strip())
     try:
         options = model.model_validate(raw)
     except ValidationError as exc:
@@ -99,7 +100,15 @@ def canonical_text(name: str, options: BaseModel) -> str:
     return f"{name}:{','.join(parts)}" if parts else name
 
 
+def _value(model: type[BaseModel], key: str, text: str) -> str | None:
+    """`none` (or `null`) switches off an optional option, such as `grad_clip=none`."""
+    optional = type(None) in get_args(model.model_fields[key].annotation)
+    return None if optional and text.lower() in ("none", "null") else text
+
+
 def _format(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return str(value).lower()
     return repr(value) if isinstance(value, float) else str(value)

@@ -27,12 +27,18 @@ class ClassificationTask:
     def forward(
         self, model: nn.Module, batch: Batch, adapter_state: AdapterState | None = None
     ) -> ModelOutput:
-        features = model.encode(batch.inputs, batch.mask, adapter_state)
+        embedded = model.embed(batch.inputs)
+        features = model.backbone(embedded, mask=batch.mask, adapter_state=adapter_state)
         pooled = model.pool(features, batch.mask)
-        return ModelOutput(logits=model.head(pooled), features=features, pooled=pooled)
+        return ModelOutput(
+            logits=model.head(pooled), features=features, embedded=embedded, pooled=pooled
+        )
 
     def compute_loss(self, output: ModelOutput, batch: Batch) -> Tensor:
         return F.cross_entropy(output.logits, batch.labels)
+
+    def sample_losses(self, output: ModelOutput, batch: Batch) -> Tensor:
+        return F.cross_entropy(output.logits, batch.labels, reduction="none")
 
     def compute_metrics(self, output: ModelOutput, batch: Batch) -> dict[str, float]:
         """Batch means; the evaluator weights them by batch size.

@@ -2,24 +2,29 @@
 
 U starts at zero and V small and random, so a fresh state leaves the model unchanged while
 U still receives gradient. The norm cap is a trust region: it keeps each step's dynamics
-close to the trained ones, whatever the inner loop does.
+close to the trained ones, whatever the inner loop does. Keeping `A0 + U V` below the
+slot's upper bound keeps every mode decaying without relying on the backbone's clamp,
+whose gradient is zero wherever it fires.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
-from attd_core.errors import ConfigError
-from attd_core.interfaces import AdapterState, Backbone
+from attd_core.backbones.slots import batch_shape, missing_slots, sample_numel, zero_deltas
+from attd_core.interfaces import AdapterSlot, AdapterState, Backbone
 from attd_core.options import DeltaSSMOptions
 
 _ROUNDING = 1e-5
-"""Relative slack on the cap, so a delta rescaled onto it is not counted (or moved) again."""
+"""Relative slack on both constraints, so a projected delta is not counted (or moved) again."""
 
 
 class DeltaSSMAdapter:
-    """Creates `<slot>.U` (d_inner x r) and `<slot>.V` (r x N) for every `*.A` slot."""
+    """`<slot>.U` (d_inner x r) and `<slot>.V` (r x N) for every slot of kind `A`, plus dense
+    deltas on the `dt_bias` and `D` slots when the options ask for them."""
 
     def __init__(self, options: DeltaSSMOptions | None = None) -> None:
         self.options = options or DeltaSSMOptions()
@@ -36,42 +41,79 @@ class DeltaSSMAdapter:
         generator: torch.Generator | None = None,
     ) -> AdapterState:
         """A fresh state; V is drawn on the CPU from `generator` so runs are reproducible."""
-        slots = [slot for name, slot in backbone.adapter_slots().items() if name.endswith(".A")]
-        if not slots:
-            raise ConfigError(
-                f"adapter delta-ssm needs state-matrix slots ('<layer>.A'), and backbone "
-                f"{type(backbone).__name__} has none"
-            )
+        slots = backbone.adapter_slots().values()
+        dense_kinds = [kind for kind in ("dt_bias", "D") if getattr(self.options, kind)]
+        by_kind = {
+            kind: [slot for slot in slots if slot.kind == kind] for kind in ("A", *dense_kinds)
+        }
+        for kind, found in by_kind.items():
+            if not found:
+                raise missing_slots("delta-ssm", backbone, f"slots of kind {kind!r}")
         rank, scale = self.options.rank, self.options.init_scale
-        lead = (batch_size,) if self.options.per_sample and batch_size is not None else ()
+        lead = batch_shape(self.options.per_sample, batch_size)
         state: AdapterState = {}
-        for slot in slots:
+        for slot in by_kind["A"]:
             d_inner, d_state = slot.base.shape
             like = {"device": slot.base.device, "dtype": slot.base.dtype}
             state[f"{slot.name}.U"] = torch.zeros(*lead, d_inner, rank, **like)
             v = torch.randn(*lead, rank, d_state, generator=generator) * scale
             state[f"{slot.name}.V"] = v.to(**like)
+        for kind in dense_kinds:
+            state |= zero_deltas(by_kind[kind], lead)
         return state
 
-    def project(self, state: AdapterState) -> tuple[AdapterState, dict[str, Tensor]]:
-        """Rescale U wherever `||U V||_F > max_delta_norm`, per sample and layer.
+    def deltas(self, state: AdapterState) -> AdapterState:
+        """The backbone reads U, V and the dense deltas as they are."""
+        return state
 
-        Returns a new state (inputs untouched) and `delta_norm_capped`, the number of
-        (sample, layer) pairs that were rescaled.
+    def project(
+        self, state: AdapterState, slots: Mapping[str, AdapterSlot]
+    ) -> tuple[AdapterState, dict[str, Tensor]]:
+        """Rescale U per sample and layer so that `||U V||_F <= max_delta_norm` and, with
+        `keep_a_negative`, `A0 + U V <= upper_bound` (the slot's) entrywise.
+
+        Returns a new state (inputs untouched) and the number of (sample, layer) pairs
+        each rule rescaled: `delta_norm_capped` and `a_projected`.
         """
         cap = self.options.max_delta_norm
         projected = dict(state)
         capped: Tensor | int = 0
+        bounded: Tensor | int = 0
         for key, u in state.items():
             if not key.endswith(".U"):
                 continue
-            norm = torch.linalg.matrix_norm(u @ state[f"{key[:-2]}.V"])
+            name = key[:-2]
+            delta = u @ state[f"{name}.V"]
+            norm = torch.linalg.matrix_norm(delta)
             over = norm > cap * (1 + _ROUNDING)
             scale = torch.where(over, cap / norm.clamp_min(cap), torch.ones_like(norm))
-            projected[key] = u * scale[..., None, None]
             capped = capped + over.sum()
-        return projected, {"delta_norm_capped": torch.as_tensor(capped)}
+            bound = slots[name].upper_bound
+            if self.options.keep_a_negative and bound is not None:
+                shrink = _bound_scale(slots[name].base, delta * scale[..., None, None], bound)
+                scale = scale * torch.where(shrink < 1, shrink * (1 - _ROUNDING), 1)
+                bounded = bounded + (shrink < 1).sum()
+            projected[key] = u * scale[..., None, None]
+        stats = {"delta_norm_capped": torch.as_tensor(capped)}
+        if self.options.keep_a_negative:
+            stats["a_projected"] = torch.as_tensor(bounded)
+        return projected, stats
 
     def num_parameters(self, state: AdapterState) -> int:
-        """Adapter parameters of one sample (U and V are matrices; a third dim is the batch)."""
-        return sum(t[0].numel() if t.dim() == 3 else t.numel() for t in state.values())
+        """One sample's parameters: U and V are matrices, dt bias and D deltas vectors."""
+        return sum(
+            sample_numel(tensor, 2 if key.endswith((".U", ".V")) else 1)
+            for key, tensor in state.items()
+        )
+
+
+def _bound_scale(base: Tensor, delta: Tensor, bound: float) -> Tensor:
+    """The largest s in [0, 1] with `base + s * delta <= bound`, per leading index.
+
+    Only entries the delta raises constrain s: the closed form is the minimum of
+    `(bound - base) / delta` over entries with `delta > 0`.
+    """
+    rising = delta > 0
+    room = (bound - base) / torch.where(rising, delta, torch.ones_like(delta))
+    room = torch.where(rising, room, torch.full_like(room, torch.inf))
+    return room.amin(dim=(-2, -1)).clamp(0, 1)

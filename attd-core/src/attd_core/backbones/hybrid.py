@@ -1,9 +1,9 @@
 """Mamba and attention layers interleaved in one residual stack (Jamba-style).
 
 The layers are the Mamba backbone's `MambaLayer` and the Transformer's
-`TransformerLayer`, unchanged, so a hybrid adapts through the same slots as each
-(A, dt bias and D on Mamba layers, LoRA on attention layers). Mamba layers carry
-position, so attention layers get no positional encoding.
+`TransformerLayer`, unchanged, so a hybrid adapts through the same slots as each (SSM,
+projection and norm slots on Mamba layers, weight and norm slots on attention layers).
+Mamba layers carry position, so attention layers get no positional encoding.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from attd_core.backbones.mamba import MambaLayer, scan_backends_used
-from attd_core.backbones.slots import check_state_keys, stacked_slots
+from attd_core.backbones.slots import (
+    check_state_keys,
+    delta_layer_norm,
+    norm_slots,
+    stacked_slots,
+)
 from attd_core.backbones.transformer import TransformerLayer, attention_mask
 from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
 from attd_core.options import HybridOptions
@@ -44,13 +49,13 @@ class HybridBackbone(nn.Module):
         return scan_backends_used(self)
 
     def adapter_slots(self) -> dict[str, AdapterSlot]:
-        """The union of the layers' slots, indexed by position in the stack.
+        """The union of the layers' slots, indexed by position in the stack, and `norm_f.*`.
 
-        A Mamba layer i has `layers.{i}.A`, `.dt_bias`, `.D` (and `layers.{i}.reverse.*`
-        when bidirectional); an attention layer i has `layers.{i}.q`, `.k`, `.v`, `.out`,
-        `.mlp_in`, `.mlp_out`.
+        A Mamba layer i has the Mamba backbone's per-layer slots (`layers.{i}.A`, `.h0`,
+        `.in_proj`, `.norm.weight`, ..., and `layers.{i}.reverse.*` when bidirectional);
+        an attention layer i the Transformer's (`layers.{i}.q`, ..., `.norm1.weight`, ...).
         """
-        return stacked_slots(self.layers)
+        return stacked_slots(self.layers) | norm_slots("norm_f", self.norm_f)
 
     def forward(
         self,
@@ -74,7 +79,7 @@ class HybridBackbone(nn.Module):
                 a_clamped = a_clamped + clamped
             else:
                 x = layer(x, attn_mask, state, f"layers.{i}.")
-        features = self.norm_f(x)
+        features = delta_layer_norm(x, self.norm_f, state, "norm_f")
         if not return_features:
             return features
         return ModelOutput(

@@ -1,4 +1,5 @@
-"""The Mamba backbone, with adapter slots on each layer's A, dt bias and D.
+"""The Mamba backbone, with adapter slots on each layer's A, dt bias, D, projections,
+initial SSM state and norms.
 
 Adapters never wrap or mutate modules: the backbone receives an adapter state (a flat
 dict of tensors, see `attd_core.AdapterState`) on every call and adds the deltas to its
@@ -16,7 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attd_core.backbones.scan import resolve_backend, selective_scan
-from attd_core.backbones.slots import adapted, check_state_keys, slot_delta, stacked_slots
+from attd_core.backbones.slots import (
+    adapted,
+    check_state_keys,
+    delta_layer_norm,
+    delta_linear,
+    norm_slots,
+    slot_delta,
+    stacked_slots,
+    weight_slot,
+)
 from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
 from attd_core.options import MambaMixerOptions, MambaOptions
 
@@ -27,6 +37,9 @@ except ImportError:  # the GPU extra is optional; nn.Conv1d computes the same th
 
 A_UPPER_BOUND = -1e-4
 """Adapted A entries are clamped to at most this, so every mode stays strictly decaying."""
+
+WEIGHT_SLOTS = ("in_proj", "x_proj", "dt_proj", "out_proj")
+"""The mixer's linear maps an adapter state may change (dt_proj's bias is the dt_bias slot)."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +99,40 @@ class MambaBlock(nn.Module):
         return -torch.exp(self.A_log)
 
     def adapter_slots(self, prefix: str) -> dict[str, AdapterSlot]:
-        """`{prefix}A` (clamped below zero), `{prefix}dt_bias` and `{prefix}D`, bases detached."""
-        bases = {"A": self.base_A(), "dt_bias": self.dt_proj.bias, "D": self.D}
-        return {
-            f"{prefix}{name}": AdapterSlot(
-                name=f"{prefix}{name}",
-                base=base.detach(),
-                upper_bound=A_UPPER_BOUND if name == "A" else None,
-            )
-            for name, base in bases.items()
+        """`{prefix}A` (kind A, clamped below zero), `dt_bias`, `D`, `h0` (the scan's initial
+        state, base zeros `(d_inner, d_state)`) and the `weight` slots of `WEIGHT_SLOTS`.
+
+        Bases are detached; each slot's kind is its name, except `h0` (`initial_state`)
+        and the projections (`weight`).
+        """
+        slots = {
+            f"{prefix}A": AdapterSlot(
+                name=f"{prefix}A", base=self.base_A().detach(), kind="A", upper_bound=A_UPPER_BOUND
+            ),
+            f"{prefix}dt_bias": AdapterSlot(
+                name=f"{prefix}dt_bias", base=self.dt_proj.bias.detach(), kind="dt_bias"
+            ),
+            f"{prefix}D": AdapterSlot(name=f"{prefix}D", base=self.D.detach(), kind="D"),
+            f"{prefix}h0": AdapterSlot(
+                name=f"{prefix}h0", base=torch.zeros_like(self.A_log), kind="initial_state"
+            ),
         }
+        for name in WEIGHT_SLOTS:
+            slots.update(weight_slot(f"{prefix}{name}", getattr(self, name)))
+        return slots
+
+    def initial_state(self, state: AdapterState, prefix: str, batch_size: int) -> Tensor | None:
+        """The scan's start `(batch_size, d_inner, d_state)` from the state's `{prefix}h0`.
+
+        None (the scan starts from zeros) when the state has nothing for it.
+        """
+        delta = slot_delta(state, f"{prefix}h0", self.A_log.shape)
+        return None if delta is None else delta.expand(batch_size, self.d_inner, self.d_state)
+
+    def _linear(self, name: str, x: Tensor, state: AdapterState, prefix: str) -> Tensor:
+        layer = getattr(self, name)
+        bias = None if name == "dt_proj" else layer.bias  # dt bias is added inside the scan
+        return delta_linear(x, layer.weight, bias, state, f"{prefix}{name}")
 
     def _adapted_A(self, state: AdapterState, slot: str) -> tuple[Tensor, Tensor]:
         """A plus the state's delta, clamped to `A_UPPER_BOUND`, and how many entries hit it."""
@@ -120,8 +157,10 @@ class MambaBlock(nn.Module):
 
         Returns y `(B, L, d_inner)`, the last SSM state and the count of clamped A entries.
         """
-        dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)
+        dt, B, C = self._linear("x_proj", xs, state, prefix).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
+        dt = self._linear("dt_proj", dt, state, prefix)
         A, a_clamped = self._adapted_A(state, f"{prefix}A")
         self.scan_backend_used = resolve_backend(self.scan_backend, xs, A, initial_state)
         y, last = selective_scan(
@@ -159,22 +198,28 @@ class MambaBlock(nn.Module):
 
         Masked tokens feed zeros to the convolution (as before a sequence's start) and
         leave the SSM state unchanged, so left or right padding never reaches real tokens.
+        A state holding `{prefix}h0` starts the scan there instead of at zeros.
         Returns the output and how many entries of the adapted A hit `A_UPPER_BOUND`.
         """
-        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        state = adapter_state or {}
+        xs, z = self._linear("in_proj", x, state, prefix).chunk(2, dim=-1)
         if mask is not None:
             xs = xs * mask.unsqueeze(-1).to(xs.dtype)
         xs = self._conv(xs.transpose(1, 2)).transpose(1, 2)
-        y, _, a_clamped = self._ssm(xs, z, adapter_state or {}, prefix, mask=mask)
-        return self.out_proj(y), a_clamped
+        start = self.initial_state(state, prefix, x.shape[0])
+        y, _, a_clamped = self._ssm(xs, z, state, prefix, mask=mask, initial_state=start)
+        return self._linear("out_proj", y, state, prefix), a_clamped
 
-    def init_cache(self, batch_size: int) -> MambaLayerCache:
+    def init_cache(
+        self, batch_size: int, adapter_state: AdapterState | None = None, prefix: str = ""
+    ) -> MambaLayerCache:
+        """Zeros, except the SSM state starts at the adapter state's `{prefix}h0` if it has one."""
         like = {"device": self.A_log.device, "dtype": self.A_log.dtype}
         width = self.conv1d.kernel_size[0] - 1
-        return MambaLayerCache(
-            conv=torch.zeros(batch_size, self.d_inner, width, **like),
-            ssm=torch.zeros(batch_size, self.d_inner, self.d_state, **like),
-        )
+        ssm = self.initial_state(adapter_state or {}, prefix, batch_size)
+        if ssm is None:
+            ssm = torch.zeros(batch_size, self.d_inner, self.d_state, **like)
+        return MambaLayerCache(conv=torch.zeros(batch_size, self.d_inner, width, **like), ssm=ssm)
 
     def step(
         self,
@@ -183,14 +228,19 @@ class MambaBlock(nn.Module):
         adapter_state: AdapterState | None = None,
         prefix: str = "",
     ) -> tuple[Tensor, MambaLayerCache]:
-        """Mix one token `(B, d_model)` given the cache; returns its output and the new cache."""
-        xs, z = self.in_proj(x_t).chunk(2, dim=-1)
+        """Mix one token `(B, d_model)` given the cache; returns its output and the new cache.
+
+        The `{prefix}h0` slot is read by `init_cache` only: the cache carries the SSM state.
+        """
+        state = adapter_state or {}
+        xs, z = self._linear("in_proj", x_t, state, prefix).chunk(2, dim=-1)
         window = torch.cat([cache.conv, xs.unsqueeze(-1)], dim=-1)  # (B, d_inner, d_conv)
         xs = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
         y, ssm, _ = self._ssm(
-            xs.unsqueeze(1), z.unsqueeze(1), adapter_state or {}, prefix, initial_state=cache.ssm
+            xs.unsqueeze(1), z.unsqueeze(1), state, prefix, initial_state=cache.ssm
         )
-        return self.out_proj(y.squeeze(1)), MambaLayerCache(conv=window[..., 1:], ssm=ssm)
+        y = self._linear("out_proj", y, state, prefix).squeeze(1)
+        return y, MambaLayerCache(conv=window[..., 1:], ssm=ssm)
 
 
 def _reversal_index(mask: Tensor) -> Tensor:
@@ -233,13 +283,14 @@ class MambaLayer(nn.Module):
         slots = self.mixer.adapter_slots(prefix)
         if self.reverse is not None:
             slots.update(self.reverse.adapter_slots(f"{prefix}reverse."))
+        slots.update(norm_slots(f"{prefix}norm", self.norm))
         return slots
 
     def forward(
         self, x: Tensor, mask: Tensor | None, state: AdapterState, prefix: str
     ) -> tuple[Tensor, Tensor]:
         """Returns the new residual stream and the count of clamped A entries."""
-        h = self.norm(x)
+        h = delta_layer_norm(x, self.norm, state, f"{prefix}norm")
         y, a_clamped = self.mixer(h, mask, state, prefix)
         if self.reverse is not None:
             backwards, clamped = self.reverse(
@@ -252,7 +303,8 @@ class MambaLayer(nn.Module):
     def step(
         self, x_t: Tensor, cache: MambaLayerCache, state: AdapterState, prefix: str
     ) -> tuple[Tensor, MambaLayerCache]:
-        y, cache = self.mixer.step(self.norm(x_t), cache, state, prefix)
+        h = delta_layer_norm(x_t, self.norm, state, f"{prefix}norm")
+        y, cache = self.mixer.step(h, cache, state, prefix)
         return x_t + self.dropout(y), cache
 
 
@@ -292,14 +344,15 @@ class MambaBackbone(nn.Module):
         return scan_backends_used(self)
 
     def adapter_slots(self) -> dict[str, AdapterSlot]:
-        """Per layer i: `layers.{i}.A` (clamped below zero), `layers.{i}.dt_bias`, `layers.{i}.D`.
+        """Per layer i the mixer's slots `layers.{i}.A`, `.dt_bias`, `.D`, `.h0`, `.in_proj`,
+        `.x_proj`, `.dt_proj`, `.out_proj` (see `MambaBlock.adapter_slots`) and the norm's
+        `layers.{i}.norm.weight` / `.bias`; then the final norm's `norm_f.weight` / `.bias`.
 
-        In bidirectional mode the reverse mixer adds `layers.{i}.reverse.A`,
-        `layers.{i}.reverse.dt_bias` and `layers.{i}.reverse.D`. Bases are detached views
-        of the current weights: adapters read shapes, devices and values from them and
-        build their own tensors.
+        In bidirectional mode the reverse mixer adds the same slots as
+        `layers.{i}.reverse.*`. Bases are detached views of the current weights: adapters
+        read shapes, devices and values from them and build their own tensors.
         """
-        return stacked_slots(self.layers)
+        return stacked_slots(self.layers) | norm_slots("norm_f", self.norm_f)
 
     def forward(
         self,
@@ -322,16 +375,28 @@ class MambaBackbone(nn.Module):
         for i, layer in enumerate(self.layers):
             x, clamped = layer(x, mask, state, f"layers.{i}.")
             a_clamped = a_clamped + clamped
-        features = self.norm_f(x)
+        features = delta_layer_norm(x, self.norm_f, state, "norm_f")
         if not return_features:
             return features
         return ModelOutput(
             logits=features, features=features, stats={"a_clamped": float(a_clamped)}
         )
 
-    def init_cache(self, batch_size: int) -> list[MambaLayerCache]:
-        """Step-mode state for the start of a sequence: one cache per layer, all zeros."""
-        return [layer.mixer.init_cache(batch_size) for layer in self.layers]
+    def init_cache(
+        self, batch_size: int, adapter_state: AdapterState | None = None
+    ) -> list[MambaLayerCache]:
+        """Step-mode state for the start of a sequence: one cache per layer.
+
+        All zeros, except that each layer's SSM state starts at `adapter_state`'s
+        `layers.{i}.h0` when it has one: pass the same state here as to `step`, since
+        `step` reads initial states through the cache only.
+        """
+        state = adapter_state or {}
+        check_state_keys(state, self._slot_names, type(self).__name__)
+        return [
+            layer.mixer.init_cache(batch_size, state, f"layers.{i}.")
+            for i, layer in enumerate(self.layers)
+        ]
 
     def step(
         self,
@@ -352,4 +417,4 @@ class MambaBackbone(nn.Module):
         for i, (layer, layer_cache) in enumerate(zip(self.layers, cache, strict=True)):
             x_t, layer_cache = layer.step(x_t, layer_cache, state, f"layers.{i}.")
             next_cache.append(layer_cache)
-        return self.norm_f(x_t), next_cache
+        return delta_layer_norm(x_t, self.norm_f, state, "norm_f"), next_cache

@@ -1,4 +1,4 @@
-"""How every backbone reads an adapter state: one convention for deltas, one key check.
+"""The adapter-slot convention, both sides: how backbones read states, how adapters build them.
 
 A state holds, per slot, a dense delta under the slot's name and/or low-rank factors
 under `<slot>.U` and `<slot>.V` (delta = U @ V), each optionally with a leading batch
@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from attd_core.errors import ConfigError
 from attd_core.interfaces import AdapterSlot, AdapterState
 
 LOW_RANK_FACTORS = ("U", "V")
@@ -38,6 +39,21 @@ def stacked_slots(layers: Iterable[Any]) -> dict[str, AdapterSlot]:
     for i, layer in enumerate(layers):
         slots.update(layer.adapter_slots(f"layers.{i}."))
     return slots
+
+
+def weight_slot(name: str, linear: nn.Linear) -> dict[str, AdapterSlot]:
+    """A `weight` slot on a linear map: the base is its detached `(out, in)` weight."""
+    return {name: AdapterSlot(name=name, base=linear.weight.detach(), kind="weight")}
+
+
+def norm_slots(name: str, norm: nn.LayerNorm) -> dict[str, AdapterSlot]:
+    """`{name}.weight` (`norm_weight`) and `{name}.bias` (`norm_bias`) of a LayerNorm."""
+    return {
+        f"{name}.{part}": AdapterSlot(
+            name=f"{name}.{part}", base=getattr(norm, part).detach(), kind=f"norm_{part}"
+        )
+        for part in ("weight", "bias")
+    }
 
 
 def _factors(state: AdapterState, slot: str) -> tuple[Tensor, Tensor] | None:
@@ -83,20 +99,84 @@ def delta_linear(
     """`x @ (W + delta)^T + b` for a weight slot, without forming a low-rank product.
 
     Low-rank factors act as `(x @ V^T) @ U^T`, which costs O(r) per token instead of
-    materialising an `(out, in)` matrix per sample. `x` is `(B, L, in)`; per-sample
-    tensors are `(B, out, r)`, `(B, r, in)` or `(B, out, in)`. An all-zero delta adds
-    exact zeros, so a fresh LoRA state (U = 0) leaves the output bitwise unchanged.
+    materialising an `(out, in)` matrix per sample. `x` is `(B, L, in)` or `(B, in)`;
+    per-sample tensors are `(B, out, r)`, `(B, r, in)` or `(B, out, in)`. With nothing
+    in the state for `slot` this is `F.linear` itself; an all-zero delta adds exact
+    zeros, so a fresh LoRA state (U = 0) leaves the output bitwise unchanged.
     """
     y = F.linear(x, weight, bias)
     dense = state.get(slot)
+    factors = _factors(state, slot)
+    if dense is None and factors is None:
+        return y
+    rows = x if x.dim() > 2 else x.unsqueeze(-2)  # (B, in) -> (B, 1, in) for batched deltas
     if dense is not None:
         _check_shape(slot, "delta", dense, tuple(weight.shape))
-        y = y + x @ dense.mT
-    factors = _factors(state, slot)
+        y = y + (rows @ dense.mT).reshape(y.shape)
     if factors is not None:
         u, v = factors
         rank = u.shape[-1]
         _check_shape(slot, "factor U", u, (weight.shape[0], rank))
         _check_shape(slot, "factor V", v, (rank, weight.shape[1]))
-        y = y + (x @ v.mT) @ u.mT
+        y = y + ((rows @ v.mT) @ u.mT).reshape(y.shape)
     return y
+
+
+def delta_layer_norm(x: Tensor, norm: nn.LayerNorm, state: AdapterState, slot: str) -> Tensor:
+    """`norm(x)` with the state's deltas on `{slot}.weight` and `{slot}.bias`.
+
+    With no delta this is the module's own `F.layer_norm` call. Shared deltas go into
+    `F.layer_norm` as adapted weight and bias; per-sample ones (`(B, D)`, `x` `(B, ..., D)`)
+    scale and shift the normalised `x` per sample.
+    """
+    d_weight = slot_delta(state, f"{slot}.weight", norm.weight.shape)
+    d_bias = slot_delta(state, f"{slot}.bias", norm.bias.shape)
+    if d_weight is None and d_bias is None:
+        return norm(x)
+    weight = norm.weight if d_weight is None else norm.weight + d_weight
+    bias = norm.bias if d_bias is None else norm.bias + d_bias
+    if weight.dim() == 1 and bias.dim() == 1:
+        return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
+    normalised = F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+    return normalised * _per_sample(weight, x) + _per_sample(bias, x)
+
+
+def _per_sample(vector: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a `(D,)` or per-sample `(B, D)` vector against `x` `(B, ..., D)`."""
+    if vector.dim() == 1:
+        return vector
+    return vector.reshape(vector.shape[0], *(1,) * (x.dim() - 2), vector.shape[-1])
+
+
+def batch_shape(per_sample: bool, batch_size: int | None) -> tuple[int, ...]:
+    """The leading dimensions of a fresh state's tensors: `(batch_size,)` per sample, else ()."""
+    return (batch_size,) if per_sample and batch_size is not None else ()
+
+
+def zero_deltas(slots: Iterable[AdapterSlot], lead: tuple[int, ...]) -> AdapterState:
+    """A dense all-zero delta per slot, like its base, with leading dimensions `lead`."""
+    return {
+        slot.name: torch.zeros(
+            *lead, *slot.base.shape, dtype=slot.base.dtype, device=slot.base.device
+        )
+        for slot in slots
+    }
+
+
+def sample_numel(tensor: Tensor, slot_dims: int) -> int:
+    """Elements of one sample's tensor: a per-sample one has one more dim than `slot_dims`."""
+    return tensor[0].numel() if tensor.dim() == slot_dims + 1 else tensor.numel()
+
+
+def missing_slots(
+    adapter: str, backbone: Any, needed: str, candidates: Iterable[str] = ()
+) -> ConfigError:
+    """The error for an adapter that finds nothing to adapt on `backbone`.
+
+    `candidates` lists the slots of the right kind that a selection (targets) left out.
+    """
+    listed = ", ".join(candidates)
+    return ConfigError(
+        f"adapter {adapter} needs {needed}, and backbone {type(backbone).__name__} has none"
+        + (f"; available: {listed}" if listed else "")
+    )

@@ -1,8 +1,9 @@
-"""A pre-norm Transformer encoder: the attention baseline, adaptable through LoRA slots.
+"""A pre-norm Transformer encoder: the attention baseline, adaptable through weight and
+norm slots.
 
-Every projection is an explicit weight read by `delta_linear`, so an adapter state adds
-`(x @ V^T) @ U^T` (or a dense delta) per sample without wrapping any module, exactly as
-the Mamba backbone applies its deltas.
+Every projection is an explicit weight read by `delta_linear` and every norm goes through
+`delta_layer_norm`, so an adapter state adds `(x @ V^T) @ U^T` (or a dense delta) per
+sample without wrapping any module, exactly as the Mamba backbone applies its deltas.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attd_core.backbones.slots import check_state_keys, delta_linear, stacked_slots
+from attd_core.backbones.slots import (
+    check_state_keys,
+    delta_layer_norm,
+    delta_linear,
+    norm_slots,
+    stacked_slots,
+    weight_slot,
+)
 from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
 from attd_core.options import AttentionOptions, TransformerOptions
 
@@ -71,13 +79,15 @@ class TransformerLayer(nn.Module):
         self.dropout = nn.Dropout(options.dropout)
 
     def adapter_slots(self, prefix: str) -> dict[str, AdapterSlot]:
-        """`{prefix}<name>` for each of `WEIGHT_SLOTS`; the base is its `(out, in)` weight."""
-        return {
-            f"{prefix}{name}": AdapterSlot(
-                name=f"{prefix}{name}", base=getattr(self, name).weight.detach()
-            )
-            for name in WEIGHT_SLOTS
-        }
+        """`{prefix}<name>` (kind `weight`, base the `(out, in)` weight) for each of
+        `WEIGHT_SLOTS`, and `{prefix}norm1.weight` / `.bias`, `{prefix}norm2.weight` / `.bias`.
+        """
+        slots: dict[str, AdapterSlot] = {}
+        for name in WEIGHT_SLOTS:
+            slots.update(weight_slot(f"{prefix}{name}", getattr(self, name)))
+        for name in ("norm1", "norm2"):
+            slots.update(norm_slots(f"{prefix}{name}", getattr(self, name)))
+        return slots
 
     def _linear(self, name: str, x: Tensor, state: AdapterState, prefix: str) -> Tensor:
         layer = getattr(self, name)
@@ -88,7 +98,7 @@ class TransformerLayer(nn.Module):
     ) -> Tensor:
         """`attn_mask` comes from `attention_mask`, built once per forward for all layers."""
         batch, length, width = x.shape
-        h = self.norm1(x)
+        h = delta_layer_norm(x, self.norm1, state, f"{prefix}norm1")
         q, k, v = (
             self._linear(name, h, state, prefix)
             .view(batch, length, self.n_heads, -1)
@@ -105,7 +115,8 @@ class TransformerLayer(nn.Module):
         )
         attended = attended.transpose(1, 2).reshape(batch, length, width)
         x = x + self.dropout(self._linear("out", attended, state, prefix))
-        hidden = F.gelu(self._linear("mlp_in", self.norm2(x), state, prefix))
+        h = delta_layer_norm(x, self.norm2, state, f"{prefix}norm2")
+        hidden = F.gelu(self._linear("mlp_in", h, state, prefix))
         return x + self.dropout(self._linear("mlp_out", hidden, state, prefix))
 
 
@@ -122,12 +133,15 @@ class TransformerBackbone(nn.Module):
         self._slot_names = tuple(self.adapter_slots())
 
     def adapter_slots(self) -> dict[str, AdapterSlot]:
-        """Per layer i: `layers.{i}.q`, `.k`, `.v`, `.out`, `.mlp_in`, `.mlp_out`.
+        """Per layer i: `layers.{i}.q`, `.k`, `.v`, `.out`, `.mlp_in`, `.mlp_out` (`weight`),
+        `layers.{i}.norm1.weight` / `.bias` and `layers.{i}.norm2.weight` / `.bias`; then
+        the final norm's `norm_f.weight` / `.bias`.
 
-        Each base is the detached `(out, in)` weight, so LoRA factors are `<slot>.U`
-        `(out, r)` and `<slot>.V` `(r, in)`, optionally with a leading batch dimension.
+        A weight slot's base is the detached `(out, in)` weight, so LoRA factors are
+        `<slot>.U` `(out, r)` and `<slot>.V` `(r, in)`, optionally with a leading batch
+        dimension.
         """
-        return stacked_slots(self.layers)
+        return stacked_slots(self.layers) | norm_slots("norm_f", self.norm_f)
 
     def forward(
         self,
@@ -154,7 +168,7 @@ class TransformerBackbone(nn.Module):
         attn_mask = attention_mask(mask, length, self.causal)
         for i, layer in enumerate(self.layers):
             x = layer(x, attn_mask, state, f"layers.{i}.")
-        features = self.norm_f(x)
+        features = delta_layer_norm(x, self.norm_f, state, "norm_f")
         if not return_features:
             return features
         return ModelOutput(logits=features, features=features)

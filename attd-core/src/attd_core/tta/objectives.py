@@ -1,41 +1,292 @@
-"""Inner objectives: self-supervised losses a test-time inner loop minimises, one per sample."""
+"""Inner objectives: self-supervised losses a test-time inner loop minimises, one per sample.
+
+Each objective runs the forwards it needs through `model(batch, state)` and returns a
+`(B,)` loss in which a sample's value depends on that sample alone (and never on its
+padding), so one backward of the sum gives every sample its own gradient. Random choices
+(masked or dropped tokens) depend only on the seed and the sample's number of real
+tokens, so a sample gets the same loss whatever batch, position or padding it comes with
+(and samples of one length share their masked positions).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from attd_core.interfaces import Batch, ModelOutput
-from attd_core.options import EntropyKLOptions
+from attd_core.interfaces import AdaptableModel, AdapterState, Batch, ModelOutput
+from attd_core.options import (
+    ConsistencyOptions,
+    EntropyKLOptions,
+    EntropyOptions,
+    MaskedReconstructionOptions,
+    NextStepOptions,
+    NextTokenOptions,
+)
 
 
-class EntropyKL:
-    """Prediction entropy, anchored to the unadapted prediction by a KL term.
+def _real_mask(batch: Batch) -> Tensor:
+    """The batch's `(B, L)` bool mask of real tokens (all real when the batch has none)."""
+    if batch.mask is None:
+        return torch.ones(batch.inputs.shape[:2], dtype=torch.bool, device=batch.inputs.device)
+    return batch.mask.bool()
 
-    Entropy alone drives predictions to collapse onto one class; the KL to the reference
-    keeps adaptation near what the trained model said. The confidence filter (EATA/SAR)
-    lets only already-confident samples pull towards sharper predictions.
+
+def _class_logits(logits: Tensor, objective: str) -> Tensor:
+    if logits.dim() != 2:
+        raise ValueError(
+            f"{objective} expects classification logits (B, C); got {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def _masked_mean(values: Tensor, where: Tensor) -> Tensor:
+    """Mean of `values` `(B, T)` over `where` per row; 0 for rows with nothing selected."""
+    total = torch.where(where, values, torch.zeros_like(values)).sum(dim=1)
+    return total / where.sum(dim=1).clamp_min(1).to(values.dtype)
+
+
+def _random_order(mask: Tensor, seed: int) -> Tensor:
+    """`(B, L)` long: each real token's place in a random order of its row's real tokens.
+
+    Padding comes after every real token. Scores come from a generator seeded per call,
+    drawn on the CPU as one `(L,)` table indexed by each token's rank among its row's real
+    tokens, so a sample's order depends on the seed and its real length only (uniform
+    draws are prefix-stable): neither padding nor the other samples change it.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    table = torch.rand(mask.shape[1], generator=generator).to(mask.device)
+    rank = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+    scores = torch.where(mask, table[rank], 2.0)  # above every draw: padding sorts last
+    return scores.argsort(dim=1).argsort(dim=1)
+
+
+def _count(mask: Tensor, fraction: float) -> Tensor:
+    """`(B, 1)` long: round(fraction * n) for each row's n real tokens."""
+    return (fraction * mask.sum(dim=1, keepdim=True)).round().long()
+
+
+def _symmetric_kl(first: Tensor, second: Tensor) -> Tensor:
+    log_p, log_q = first.log_softmax(dim=-1), second.log_softmax(dim=-1)
+    return 0.5 * ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1)
+
+
+class Entropy:
+    """Prediction entropy (TENT): sharpening predictions adapts to the shifted input.
+
+    The confidence filter (EATA/SAR) lets only samples that are already confident pull
+    towards sharper predictions; unconfident ones, whose entropy gradient is mostly
+    noise, contribute 0.
     """
 
-    def __init__(self, options: EntropyKLOptions | None = None) -> None:
-        self.options = options or EntropyKLOptions()
+    name = "entropy"
+
+    def __init__(self, options: EntropyOptions | None = None) -> None:
+        self.options = options or EntropyOptions()
 
     def __call__(
-        self, output: ModelOutput, batch: Batch, reference: ModelOutput | None = None
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
     ) -> Tensor:
-        """Loss per sample `(B,)` from classification logits `(B, C)`."""
-        if output.logits.dim() != 2:
-            raise ValueError(
-                f"entropy-kl expects classification logits (B, C); got {tuple(output.logits.shape)}"
-            )
-        log_p = torch.log_softmax(output.logits, dim=-1)
+        logits = _class_logits(model(batch, state).logits, self.name)
+        return self._loss(logits, reference)
+
+    def _loss(self, logits: Tensor, reference: ModelOutput) -> Tensor:
+        log_p = logits.log_softmax(dim=-1)
         p = log_p.exp()
         loss = -(p * log_p).sum(dim=-1)
         threshold = self.options.confidence_threshold
         if threshold is not None:
             confident = p.detach().amax(dim=-1) >= threshold
             loss = torch.where(confident, loss, torch.zeros_like(loss))
-        if reference is not None and self.options.kl_weight > 0:
-            log_q = torch.log_softmax(reference.logits.detach(), dim=-1)
-            loss = loss + self.options.kl_weight * (p * (log_p - log_q)).sum(dim=-1)
         return loss
+
+
+class EntropyKL(Entropy):
+    """Entropy plus `kl_weight * KL(p_adapted || p_reference)`.
+
+    Entropy alone drives predictions to collapse onto one class; the KL to the unadapted
+    prediction keeps adaptation near what the trained model said.
+    """
+
+    name = "entropy-kl"
+    options: EntropyKLOptions
+
+    def __init__(self, options: EntropyKLOptions | None = None) -> None:
+        super().__init__(options or EntropyKLOptions())
+
+    def _loss(self, logits: Tensor, reference: ModelOutput) -> Tensor:
+        loss = super()._loss(logits, reference)
+        if self.options.kl_weight == 0:
+            return loss
+        log_p = logits.log_softmax(dim=-1)
+        log_q = _class_logits(reference.logits, self.name).detach().log_softmax(dim=-1)
+        return loss + self.options.kl_weight * (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+class NextToken:
+    """Next-token cross-entropy on the input itself (test-time training for LMs).
+
+    Logits `(B, L, V)` at position t predict token t + 1; a sample's loss is the mean
+    over the positions where both t and t + 1 are real (0 with fewer than two).
+    """
+
+    name = "next-token"
+
+    def __init__(self, options: NextTokenOptions | None = None) -> None:
+        self.options = options or NextTokenOptions()
+
+    def __call__(
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
+    ) -> Tensor:
+        if model.input_spec.vocab_size is None or batch.inputs.is_floating_point():
+            raise ValueError(
+                f"{self.name} needs integer token inputs from a vocabulary; this task feeds "
+                f"{batch.inputs.dtype} inputs of shape {tuple(batch.inputs.shape)}"
+            )
+        logits = model(batch, state).logits
+        if logits.dim() != 3 or logits.shape[:2] != batch.inputs.shape:
+            raise ValueError(
+                f"{self.name} expects per-token logits (B, L, V) for inputs "
+                f"{tuple(batch.inputs.shape)}; got {tuple(logits.shape)}"
+            )
+        mask = _real_mask(batch)
+        pairs = mask[:, :-1] & mask[:, 1:]
+        targets = torch.where(pairs, batch.inputs[:, 1:], 0)
+        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
+        return _masked_mean(losses, pairs)
+
+
+class MaskedReconstruction:
+    """Blank some tokens; match the unadapted model's features of the clean input there.
+
+    The targets are `reference.features`, the unadapted model's features on the clean
+    batch (data2vec-style self-distillation), so no decoder head is needed and any task
+    can use it. round(`mask_ratio` * n) of a sample's n real tokens (at least one) are
+    replaced by the pad token (zeros for float inputs) while the mask still marks them
+    real, so the model sees a blank token it must fill in from context. The loss is the
+    squared error averaged over the feature dimension and the blanked positions.
+    """
+
+    name = "masked-reconstruction"
+
+    def __init__(self, options: MaskedReconstructionOptions | None = None) -> None:
+        self.options = options or MaskedReconstructionOptions()
+
+    def blanked(self, batch: Batch, pad_id: int) -> tuple[Batch, Tensor]:
+        """The batch with tokens blanked, and the `(B, L)` bool mask of blanked tokens."""
+        mask = _real_mask(batch)
+        order = _random_order(mask, self.options.seed)
+        blank = (order < _count(mask, self.options.mask_ratio).clamp_min(1)) & mask
+        if batch.inputs.is_floating_point():
+            inputs = batch.inputs.masked_fill(blank.unsqueeze(-1), 0.0)
+        else:
+            inputs = batch.inputs.masked_fill(blank, pad_id)
+        return replace(batch, inputs=inputs), blank
+
+    def __call__(
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
+    ) -> Tensor:
+        if reference.features is None:
+            raise ValueError(
+                f"{self.name} needs reference.features (B, L, D); the task's forward returned none"
+            )
+        masked, blank = self.blanked(batch, model.input_spec.pad_id)
+        features = model(masked, state).features
+        if features is None or features.shape != reference.features.shape:
+            raise ValueError(
+                f"{self.name} needs features shaped like the reference's "
+                f"{tuple(reference.features.shape)}; got "
+                f"{None if features is None else tuple(features.shape)}"
+            )
+        errors = (features - reference.features.detach()).pow(2).mean(dim=-1)
+        return _masked_mean(errors, blank)
+
+
+class NextStep:
+    """Predict each next input embedding from the current features (no head needed).
+
+    The loss is the MSE between `features[:, t]` and the detached `embedded[:, t + 1]`,
+    averaged over the positions where t and t + 1 are both real (0 with fewer than two).
+    """
+
+    name = "next-step"
+
+    def __init__(self, options: NextStepOptions | None = None) -> None:
+        self.options = options or NextStepOptions()
+
+    def __call__(
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
+    ) -> Tensor:
+        output = model(batch, state)
+        if output.features is None or output.embedded is None:
+            missing = [n for n in ("features", "embedded") if getattr(output, n) is None]
+            raise ValueError(
+                f"{self.name} needs the task's forward to return features and embedded "
+                f"(B, L, D); missing: {', '.join(missing)}"
+            )
+        if output.features.shape != output.embedded.shape:
+            raise ValueError(
+                f"{self.name} needs features and embedded of one shape; got "
+                f"{tuple(output.features.shape)} and {tuple(output.embedded.shape)}"
+            )
+        mask = _real_mask(batch)
+        pairs = mask[:, :-1] & mask[:, 1:]
+        target = output.embedded[:, 1:].detach()
+        errors = (output.features[:, :-1] - target).pow(2).mean(dim=-1)
+        return _masked_mean(errors, pairs)
+
+
+class Consistency:
+    """Symmetric KL between the predictions on two views with random tokens dropped.
+
+    Each view drops round(`drop_ratio` * n) of a sample's n real tokens by clearing their
+    mask (keeping at least one). One seeded random order of the real tokens gives both:
+    the first view drops its head, the second its tail, so the views differ whenever a
+    token is dropped (disjoint drops while 2 * count <= n). Agreement between views
+    rewards predictions that do not hinge on a few tokens, without labels.
+    """
+
+    name = "consistency"
+
+    def __init__(self, options: ConsistencyOptions | None = None) -> None:
+        self.options = options or ConsistencyOptions()
+
+    def views(self, batch: Batch) -> tuple[Batch, Batch]:
+        """The batch twice, each copy with its own tokens dropped from the mask."""
+        mask = _real_mask(batch)
+        order = _random_order(mask, self.options.seed)
+        real = mask.sum(dim=1, keepdim=True)
+        count = torch.minimum(_count(mask, self.options.drop_ratio), real - 1).clamp_min(0)
+        first = replace(batch, mask=mask & (order >= count))
+        second = replace(batch, mask=mask & (order < real - count))
+        return first, second
+
+    def __call__(
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
+    ) -> Tensor:
+        first, second = (
+            _class_logits(model(view, state).logits, self.name) for view in self.views(batch)
+        )
+        return _symmetric_kl(first, second)
