@@ -83,7 +83,7 @@ def test_defaults_and_task_run_defaults_fill_every_option(manager):
     assert data["model"]["backbone"]["d_model"] == 64  # MambaOptions default, filled in
     assert data["model"]["adapter"] == {
         "name": "delta-ssm",
-        **resolved.adapter.options.model_dump(),
+        **resolved.adapters[0].options.model_dump(),
     }
     assert data["eval"]["objective"]["name"] == "entropy-kl"
     assert data["eval"]["tta"] == []
@@ -207,7 +207,7 @@ def test_bad_values_name_key_value_and_what_is_allowed(manager, override, fragme
     [
         ("fixed:x", ["fixed:x", "k", "integer"]),
         ("fixed:-1", ["fixed:-1", "k", "greater than or equal to 0"]),
-        ("fixed:3,foo=1", ["fixed:3,foo=1", "'foo'", "options: k, lr, grad_clip"]),
+        ("fixed:3,foo=1", ["fixed:3,foo=1", "'foo'", "options: k, lr, optimizer, momentum"]),
     ],
 )
 def test_bad_tta_specs_name_the_bad_part(manager, tta, fragments):
@@ -225,8 +225,11 @@ def test_bad_tta_specs_name_the_bad_part(manager, tta, fragments):
             {"backbone": "nope"},
             "unknown backbone 'nope'; available: hybrid, mamba, other, transformer",
         ),
-        ({"tta": ["bogus:1"]}, "unknown strategy 'bogus'; available: fixed, none"),
-        ({"overrides": ["model.adapter=nope"]}, "unknown adapter 'nope'; available: delta-ssm"),
+        ({"tta": ["bogus:1"]}, "unknown strategy 'bogus'; available: adaptive, fixed, gate, none"),
+        (
+            {"overrides": ["model.adapter=nope"]},
+            "unknown adapter 'nope'; available: delta-ssm, lora, norm-affine, state-offset",
+        ),
     ],
 )
 def test_unknown_components_list_what_is_available(manager, kwargs, message):

@@ -123,12 +123,17 @@ class ShiftAdapter:
         shape = base.shape if batch_size is None else (batch_size, *base.shape)
         return {"shift": torch.zeros(shape)}
 
-    def project(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def deltas(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return state
+
+    def project(
+        self, state: dict[str, Tensor], slots: Any
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         capped = state["shift"].clamp(-1.0, 1.0)
         return {"shift": capped}, {"capped": (capped != state["shift"]).sum()}
 
     def num_parameters(self, state: dict[str, Tensor]) -> int:
-        return sum(tensor.numel() for tensor in state.values())
+        return state["shift"].shape[-1]  # one sample's shift
 
 
 class FakePlugin:
@@ -208,10 +213,24 @@ def test_a_run_writes_config_metrics_checkpoint_and_summary(manager, tmp_path):
     assert summary["task"] == "first-token"
     assert list(summary["eval"]) == ["none", "fixed:2,lr=0.1"]
     for entry in summary["eval"].values():
-        assert set(entry) == {"accuracy", "mean_k", "seconds", "n"}
+        assert set(entry) == {
+            "accuracy",
+            "mean_k",
+            "p50_k",
+            "p90_k",
+            "seconds",
+            "seconds_per_sample",
+            "n",
+            "uses_labels",
+            "adapter_parameters",
+        }
         assert 0.0 <= entry["accuracy"] <= 1.0 and entry["seconds"] > 0 and entry["n"] == 64
+        assert entry["uses_labels"] is False
     assert summary["eval"]["none"]["mean_k"] == 0.0
-    assert summary["eval"]["fixed:2,lr=0.1"]["mean_k"] == 2.0
+    assert summary["eval"]["none"]["adapter_parameters"] is None
+    fixed = summary["eval"]["fixed:2,lr=0.1"]
+    assert fixed["mean_k"] == fixed["p50_k"] == fixed["p90_k"] == 2.0
+    assert fixed["adapter_parameters"] == 8  # one shift per channel of d_model 8
     assert summary["train"]["steps"] == 4  # 64 examples / batch 16, one epoch
 
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -240,7 +259,7 @@ def test_evaluation_never_changes_base_weights(manager):
     task = FirstTokenTask(FirstTokenOptions(size=32))
     model = tiny_model()
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    bound = BoundModel(task, model, ShiftAdapter(NoOptions()), seed=0)
+    bound = BoundModel(task, model, {"shift": ShiftAdapter(NoOptions())}, seed=0)
     strategy = parse_component("fixed:5,lr=10", "strategy", manager).create()
     objective = manager.create("objective", "entropy-kl")
     result = evaluate(

@@ -45,7 +45,7 @@ def run(
     essentials = {
         "task": resolved.task.canonical,
         "backbone": resolved.backbone.canonical,
-        "adapter": resolved.adapter.canonical,
+        "adapter": resolved.adapter_text,
         "tta": ", ".join(choice.canonical for choice in resolved.tta),
         "train": (
             f"epochs={config.train.epochs} max_steps={config.train.max_steps} "

@@ -29,34 +29,50 @@ METADATA_FILE = "metadata.json"
 FORMAT = "attd-checkpoint-v1"
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, metadata: Mapping[str, Any]) -> Path:
-    """Write `model`'s weights and `metadata` (config, step, task, ...) atomically."""
+def save_checkpoint(
+    run_dir: str | Path,
+    model: nn.Module,
+    metadata: Mapping[str, Any],
+    extra: Mapping[str, nn.Module] | None = None,
+) -> Path:
+    """Write `model`'s weights and `metadata` (config, step, task, ...) atomically.
+
+    `extra` modules (a trained TTA strategy's controller and gate) go to
+    `<name>.safetensors` beside the weights, recorded in the metadata's `extra`.
+    """
     run_dir = Path(run_dir)
     target = run_dir / CHECKPOINT_DIR
     staging = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-", dir=run_dir))
     try:
-        weights = staging / WEIGHTS_FILE
-        tensors = {
-            key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()
+        files = {
+            WEIGHTS_FILE: model,
+            **{f"{name}.safetensors": m for name, m in (extra or {}).items()},
         }
-        save_file(tensors, str(weights), metadata={"format": "pt"})
-        fsync_file(weights)
+        sizes = {name: _write_weights(staging / name, module) for name, module in files.items()}
         record = {
             **metadata,
             "format": FORMAT,
             "attd_core": __version__,
             "torch": torch.__version__,
-            "weights_bytes": weights.stat().st_size,
+            "weights_bytes": sizes.pop(WEIGHTS_FILE),
+            "extra": sizes,
         }
         (staging / METADATA_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
         fsync_file(staging / METADATA_FILE)
-        for path in (staging, weights):
+        for path in (staging, *(staging / name for name in files)):
             apply_umask(path)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _write_weights(path: Path, module: nn.Module) -> int:
+    tensors = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    fsync_file(path)
+    return path.stat().st_size
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -70,20 +86,43 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint folder of `path`, a checkpoint folder or a run folder holding one."""
+    directory = Path(path)
+    return directory / CHECKPOINT_DIR if (directory / CHECKPOINT_DIR).is_dir() else directory
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of the checkpoint at `path` (see `checkpoint_dir`), without weights."""
+    return _read_metadata(checkpoint_dir(path) / METADATA_FILE)
+
+
 def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load weights into `model` and return the metadata.
 
     `path` is a checkpoint folder or a run folder holding one. Missing or truncated
     files and keys or shapes that do not match the model raise `CheckpointError`.
     """
-    directory = Path(path)
-    if (directory / CHECKPOINT_DIR).is_dir():
-        directory = directory / CHECKPOINT_DIR
+    directory = checkpoint_dir(path)
     metadata = _read_metadata(directory / METADATA_FILE)
-    weights = directory / WEIGHTS_FILE
+    _load_weights(directory / WEIGHTS_FILE, model, metadata.get("weights_bytes"))
+    return metadata
+
+
+def load_extra(path: str | Path, name: str, module: nn.Module) -> bool:
+    """Load the extra module `name` saved with the checkpoint; False when there is none."""
+    directory = checkpoint_dir(path)
+    metadata = _read_metadata(directory / METADATA_FILE)
+    file_name = f"{name}.safetensors"
+    if file_name not in metadata.get("extra", {}):
+        return False
+    _load_weights(directory / file_name, module, metadata["extra"][file_name])
+    return True
+
+
+def _load_weights(weights: Path, module: nn.Module, expected: int | None) -> None:
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
-    expected = metadata.get("weights_bytes")
     size = weights.stat().st_size
     if expected is not None and size != expected:
         raise CheckpointError(
@@ -93,9 +132,8 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
         tensors = load_file(str(weights))
     except Exception as exc:  # safetensors reports corrupt headers with its own types
         raise CheckpointError(f"{weights}: not a readable safetensors file: {exc}") from None
-    _check_matches(weights, tensors, model.state_dict())
-    model.load_state_dict(tensors)
-    return metadata
+    _check_matches(weights, tensors, module.state_dict())
+    module.load_state_dict(tensors)
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:

@@ -55,7 +55,10 @@ def _component(name: str) -> Any:
 
 class ModelConfig(_Section):
     backbone: ComponentConfig = _component("mamba")
-    adapter: ComponentConfig = _component("delta-ssm")
+    adapter: ComponentConfig | list[ComponentConfig] = Field(
+        default_factory=lambda: ComponentConfig(name="delta-ssm"),
+        description="One adapter, or a list whose states combine (delta-ssm + norm-affine).",
+    )
     pooling: str = Field("mean", description="How features are summarised: mean or last.")
 
 
@@ -74,6 +77,23 @@ class TrainConfig(_Section):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (if the task can measure them)."
     )
+    regime: Literal["base", "controller", "meta"] = Field(
+        "base",
+        description="base: task loss only; controller: then train the strategy's controller "
+        "with the backbone frozen; meta: simulate the inner loop while training.",
+    )
+    strategy: str | None = Field(
+        None,
+        description="The TTA strategy the controller or meta regime trains with "
+        "(default adaptive:5 for controller, fixed:1 for meta).",
+    )
+    lambda_cost: float = Field(1e-3, ge=0, description="Weight of E[K] (compute cost).")
+    beta_step: float = Field(1e-3, ge=0, description="Weight of sum_k ||psi_{k+1} - psi_k||^2.")
+    meta_order: Literal["first", "second"] = Field(
+        "first", description="Differentiate through the inner loop to first or second order."
+    )
+    controller_steps: int = Field(100, ge=1, description="Optimiser steps of the controller phase.")
+    controller_lr: float = Field(1e-2, gt=0, description="Learning rate of the controller phase.")
 
 
 class EvalConfig(_Section):
@@ -83,6 +103,10 @@ class EvalConfig(_Section):
     objective: ComponentConfig = _component("entropy-kl")
     split: str = "test"
     limit: int | None = Field(None, ge=1, description="Evaluate on the first N examples.")
+    calibration_split: str = Field(
+        "validation", description="Split that calibrates untrained controllers."
+    )
+    calibration_limit: int = Field(256, ge=1, description="Calibration examples used.")
 
     @field_validator("tta", mode="before")
     @classmethod
@@ -116,9 +140,15 @@ class ResolvedConfig:
     config: RunConfig
     task: ComponentChoice
     backbone: ComponentChoice
-    adapter: ComponentChoice
+    adapters: tuple[ComponentChoice, ...]
     objective: ComponentChoice
     tta: tuple[ComponentChoice, ...]
+    training_strategy: ComponentChoice | None = None
+
+    @property
+    def adapter_text(self) -> str:
+        """The adapters as one line: their canonical specs joined by `+`."""
+        return "+".join(choice.canonical for choice in self.adapters)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """Plain data that resolves to this same config when read back as a YAML file."""
@@ -154,16 +184,20 @@ def resolve_run_config(
 
     task_choice = _resolve_component(manager, "task", config.task)
     backbone_choice = _resolve_component(manager, "model.backbone", config.model.backbone)
-    adapter_choice = _resolve_component(manager, "model.adapter", config.model.adapter)
+    adapter_choices = _resolve_adapters(manager, config.model.adapter)
     objective_choice = _resolve_component(manager, "eval.objective", config.eval.objective)
     requested = _unique(parse_component(text, "strategy", manager) for text in config.eval.tta)
     strategies = _unique([parse_component("none", "strategy", manager), *requested])
+    training = _training_strategy(manager, config.train)
 
     filled = config.model_copy(
         update={
             "task": _filled(task_choice),
             "model": config.model.model_copy(
-                update={"backbone": _filled(backbone_choice), "adapter": _filled(adapter_choice)}
+                update={
+                    "backbone": _filled(backbone_choice),
+                    "adapter": _filled_adapters(adapter_choices),
+                }
             ),
             "eval": config.eval.model_copy(
                 update={
@@ -173,8 +207,18 @@ def resolve_run_config(
             ),
         }
     )
+    if training is not None:
+        filled = filled.model_copy(
+            update={"train": filled.train.model_copy(update={"strategy": training.canonical})}
+        )
     return ResolvedConfig(
-        filled, task_choice, backbone_choice, adapter_choice, objective_choice, tuple(strategies)
+        filled,
+        task_choice,
+        backbone_choice,
+        adapter_choices,
+        objective_choice,
+        tuple(strategies),
+        training,
     )
 
 
@@ -307,6 +351,8 @@ def _normalise_components(layer: Mapping[str, Any]) -> dict[str, Any]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(leaf), str):
             node[leaf] = {"name": node[leaf]}
+        elif isinstance(node, dict) and isinstance(node.get(leaf), list):
+            node[leaf] = [{"name": item} if isinstance(item, str) else item for item in node[leaf]]
     return result
 
 
@@ -328,9 +374,9 @@ def _task_name(layers: Sequence[Mapping[str, Any]], manager: PluginManager) -> s
 
 
 def _resolve_component(
-    manager: PluginManager, path: str, component: ComponentConfig
+    manager: PluginManager, path: str, component: ComponentConfig, kind: str | None = None
 ) -> ComponentChoice:
-    kind = COMPONENT_PATHS[tuple(path.split("."))]
+    kind = kind or COMPONENT_PATHS[tuple(path.split("."))]
     spec = manager.get(kind, component.name)
     try:
         options = spec.config.model_validate(component.options())
@@ -338,6 +384,52 @@ def _resolve_component(
         detail = explain_validation_error(exc, spec.config, prefix=path)
         raise ConfigError(f"invalid options for {kind} {spec.name!r}: {detail}") from None
     return ComponentChoice(spec, options, canonical_text(spec.name, options))
+
+
+DEFAULT_TRAINING_STRATEGY = {"controller": "adaptive:5", "meta": "fixed:1"}
+
+
+def _training_strategy(manager: PluginManager, train: TrainConfig) -> ComponentChoice | None:
+    """The strategy the controller or meta regime trains with; None for `base`."""
+    if train.regime == "base":
+        if train.strategy is not None:
+            raise ConfigError(
+                f"train.strategy ({train.strategy!r}) is used by the controller and meta "
+                "regimes only; set train.regime or drop it"
+            )
+        return None
+    text = train.strategy or DEFAULT_TRAINING_STRATEGY[train.regime]
+    choice = parse_component(text, "strategy", manager)
+    if train.regime == "controller" and "controller" not in type(choice.options).model_fields:
+        raise ConfigError(
+            f"train.strategy {text!r}: the controller regime trains a controller; "
+            "use adaptive:K or gate:K"
+        )
+    return choice
+
+
+def _resolve_adapters(
+    manager: PluginManager, adapter: ComponentConfig | list[ComponentConfig]
+) -> tuple[ComponentChoice, ...]:
+    listed = adapter if isinstance(adapter, list) else [adapter]
+    if not listed:
+        raise ConfigError("model.adapter: name at least one adapter")
+    choices = []
+    for index, component in enumerate(listed):
+        path = "model.adapter" if isinstance(adapter, ComponentConfig) else f"model.adapter.{index}"
+        choices.append(_resolve_component(manager, path, component, kind="adapter"))
+    names = [choice.spec.name for choice in choices]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"model.adapter: adapter {repeated[0]!r} is listed twice")
+    return tuple(choices)
+
+
+def _filled_adapters(
+    choices: tuple[ComponentChoice, ...],
+) -> ComponentConfig | list[ComponentConfig]:
+    filled = [_filled(choice) for choice in choices]
+    return filled[0] if len(filled) == 1 else filled
 
 
 def _filled(choice: ComponentChoice) -> ComponentConfig:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from attd_core.errors import ConfigError
-from attd_core.interfaces import InnerObjective, TTAStrategy
+from attd_core.interfaces import InnerObjective, Shift, TTAStrategy
 from attd_core.model import BoundModel
 from attd_core.runtime.batching import LengthGroupedBatches, example_lengths
 from attd_core.runtime.progress import progress_bar
@@ -22,29 +22,54 @@ from attd_core.runtime.progress import progress_bar
 
 @dataclass(frozen=True)
 class EvalResult:
-    """One strategy on one split: task metrics weighted by batch size, and the cost."""
+    """One strategy on one split: task metrics weighted by batch size, and the cost.
+
+    `steps` holds every sample's inner step count (in evaluation order), so k
+    percentiles and histograms need no second pass; `uses_labels` marks the oracle.
+    """
 
     tta: str
     split: str
     metrics: dict[str, float]
-    mean_k: float
+    steps: list[int]
     seconds: float
-    n: int
     stats: dict[str, float] = field(default_factory=dict)
+    uses_labels: bool = False
+    adapter_parameters: int | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.steps)
+
+    @property
+    def mean_k(self) -> float:
+        return sum(self.steps) / self.n
+
+    def k_percentile(self, q: float) -> float:
+        """The q-th percentile (0..100) of the per-sample step counts, interpolated."""
+        ordered = sorted(self.steps)
+        position = (len(ordered) - 1) * q / 100
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
     def record(self) -> dict[str, Any]:
         """The `metrics.jsonl` line: everything, guard counters included."""
         head = {"event": "eval", "tta": self.tta, "split": self.split}
-        cost = {"mean_k": self.mean_k, "seconds": self.seconds, "n": self.n}
-        return {**head, **self.stats, **self.metrics, **cost}
+        return {**head, **self.stats, **self.metrics, **self.summary()}
 
     def summary(self) -> dict[str, Any]:
-        """The `summary.json` entry: the headline numbers only."""
+        """The `summary.json` entry: headline numbers and cost."""
         return {
             "accuracy": self.metrics.get("accuracy"),
             "mean_k": self.mean_k,
+            "p50_k": self.k_percentile(50),
+            "p90_k": self.k_percentile(90),
             "seconds": self.seconds,
+            "seconds_per_sample": self.seconds / self.n,
             "n": self.n,
+            "uses_labels": self.uses_labels,
+            "adapter_parameters": self.adapter_parameters,
         }
 
 
@@ -59,34 +84,45 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     console: Console | None = None,
+    calibration: Sequence[Any] = (),
+    shift: Shift | None = None,
+    seed: int = 0,
 ) -> EvalResult:
     """Adapt to every batch of `examples` with `strategy`, then predict without gradients.
 
     Examples are batched in length order when the task can measure them (less padding).
+    A strategy that needs fitting is calibrated first on `calibration` examples; one that
+    carries state across batches is reset. `shift` corrupts each batch (reproducibly,
+    from `seed`) before the strategy sees it.
 
     Base weights are frozen for the pass, so no strategy can change them (and none pays
     for their gradients); the generator is reset so that every pass starts alike.
     """
     if len(examples) == 0:
         raise ConfigError(f"split {split!r} is empty: nothing to evaluate")
-    lengths = example_lengths(bound.task, examples)
-    batching: dict[str, Any] = (
-        {"batch_size": batch_size}
-        if lengths is None
-        else {"batch_sampler": LengthGroupedBatches(lengths, batch_size)}
-    )
-    loader = DataLoader(examples, collate_fn=bound.task.preprocess, **batching)
+    loader = _loader(bound, examples, batch_size)
     bound.model.eval()
     bound.reset_generator()
+    if hasattr(strategy, "reset"):
+        strategy.reset()
+    shift_generator = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
     stats: dict[str, float] = {}
-    steps = n = 0
+    steps: list[int] = []
+    parameters = None
     started = time.perf_counter()
-    with _frozen(bound.model), progress_bar(console) as progress:
+    with frozen(bound.model), progress_bar(console) as progress:
+        if getattr(strategy, "needs_calibration", False):
+            batches = (batch.to(device) for batch in _loader(bound, calibration, batch_size))
+            strategy.calibrate(bound, batches, objective)
         bar = progress.add_task(f"eval {tta}", total=len(loader), status="")
         for batch in loader:
             batch = batch.to(device)
+            if shift is not None:
+                batch = shift.apply(batch, shift_generator)
             adaptation = strategy.adapt(bound, batch, objective)
+            if adaptation.state is not None and parameters is None:
+                parameters = bound.num_adapter_parameters(adaptation.state)
             with torch.no_grad():
                 output = bound(batch, adaptation.state)
             size = len(batch)
@@ -94,18 +130,29 @@ def evaluate(
                 sums[key] = sums.get(key, 0.0) + value * size
             for key, value in adaptation.stats.items():
                 stats[key] = stats.get(key, 0.0) + value
-            steps += int(adaptation.steps.sum())
-            n += size
-            progress.update(bar, advance=1, status=_status(sums, n))
+            steps += adaptation.steps.tolist()
+            progress.update(bar, advance=1, status=_status(sums, len(steps)))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    metrics = {key: value / n for key, value in sums.items()}
-    return EvalResult(tta, split, metrics, steps / n, seconds, n, stats)
+    metrics = {key: value / len(steps) for key, value in sums.items()}
+    uses_labels = bool(getattr(strategy, "uses_labels", False))
+    return EvalResult(tta, split, metrics, steps, seconds, stats, uses_labels, parameters)
+
+
+def _loader(bound: BoundModel, examples: Sequence[Any], batch_size: int) -> DataLoader:
+    lengths = example_lengths(bound.task, examples) if len(examples) else None
+    batching: dict[str, Any] = (
+        {"batch_size": batch_size}
+        if lengths is None
+        else {"batch_sampler": LengthGroupedBatches(lengths, batch_size)}
+    )
+    return DataLoader(examples, collate_fn=bound.task.preprocess, **batching)
 
 
 @contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
+def frozen(model: nn.Module) -> Iterator[None]:
+    """No parameter of `model` takes gradients inside; the flags come back afterwards."""
     flags = [(param, param.requires_grad) for param in model.parameters()]
     for param, _ in flags:
         param.requires_grad_(False)

@@ -8,6 +8,7 @@ presence means the run finished).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,16 +20,18 @@ from rich.console import Console
 from torch.utils.data import Subset
 
 from attd_core.errors import ConfigError
-from attd_core.interfaces import Adapter, InnerObjective, Task, TTAStrategy
+from attd_core.interfaces import InnerObjective, Shift, Task, TTAStrategy
 from attd_core.model import AttdModel, BoundModel
 from attd_core.plugins import PluginManager
-from attd_core.runtime.checkpoint import save_checkpoint
-from attd_core.runtime.config import ResolvedConfig, RunConfig
+from attd_core.runtime.checkpoint import load_checkpoint, load_extra, read_metadata, save_checkpoint
+from attd_core.runtime.config import ResolvedConfig, RunConfig, resolve_run_config
 from attd_core.runtime.environment import configure_threads, seed_everything, select_device
 from attd_core.runtime.evaluator import EvalResult, evaluate
 from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
-from attd_core.runtime.trainer import train
+from attd_core.runtime.regimes import meta_loss, train_controller
+from attd_core.runtime.trainer import TrainResult, train
+from attd_core.tta.strategies import InnerLoopStrategy
 
 RUN_MARKERS = ("config.yaml", "summary.json")
 """Files whose presence means a folder already holds a run."""
@@ -36,13 +39,19 @@ RUN_MARKERS = ("config.yaml", "summary.json")
 
 @dataclass(frozen=True)
 class Components:
-    """Everything a run builds from plugins before it touches its folder."""
+    """Everything a run builds from plugins before it touches its folder.
+
+    `training` is the strategy the controller or meta regime trains with (the same
+    object as the evaluated strategy of that spec, so a trained controller is the one
+    evaluated); None for the base regime.
+    """
 
     task: Task
     model: AttdModel
-    adapter: Adapter
+    bound: BoundModel
     objective: InnerObjective
     strategies: dict[str, TTAStrategy]
+    training: TTAStrategy | None = None
 
 
 def run_experiment(
@@ -51,7 +60,7 @@ def run_experiment(
     """Train and evaluate as `resolved` says; returns what `summary.json` holds.
 
     `summary["eval"]` maps each canonical TTA spec string (`none` first) to its
-    accuracy, mean number of inner steps, wall seconds and number of examples.
+    accuracy, step-count statistics, wall seconds and number of examples.
     """
     config = resolved.config
     output_dir = choose_output_dir(config.runtime.output_dir, config.task.name)
@@ -65,15 +74,8 @@ def run_experiment(
         output_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False)
     )
     with MetricsWriter(output_dir / "metrics.jsonl") as metrics:
-        trained = train(
-            parts.model,
-            parts.task,
-            config.train,
-            seed=config.runtime.seed,
-            device=device,
-            metrics=metrics,
-            console=console,
-        )
+        trained, phases = _train(parts, resolved, device, metrics, console)
+        extra = {"strategy": parts.training} if config.train.regime == "controller" else {}
         save_checkpoint(
             output_dir,
             parts.model,
@@ -82,21 +84,26 @@ def run_experiment(
                 "backbone": config.model.backbone.name,
                 "scan_backend": scan_backend(parts.model),
                 "step": trained.steps,
+                "trained_strategy": _training_text(resolved),
                 "config": resolved.to_yaml_dict(),
             },
+            extra=extra,
         )
-        results = evaluate_all(parts, config, device, metrics, console)
+        results = evaluate_strategies(parts, config, device, metrics, console)
 
     summary = {
         "task": config.task.name,
         "eval": {canonical: result.summary() for canonical, result in results.items()},
         "backbone": resolved.backbone.canonical,
+        "adapter": resolved.adapter_text,
         "scan_backend": scan_backend(parts.model),
         "train": {
+            "regime": config.train.regime,
             "steps": trained.steps,
             "epochs": trained.epochs,
             "loss": trained.loss,
             "seconds": trained.seconds,
+            **phases,
         },
         "seed": config.runtime.seed,
         "device": str(device),
@@ -104,6 +111,54 @@ def run_experiment(
     }
     atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _train(
+    parts: Components,
+    resolved: ResolvedConfig,
+    device: torch.device,
+    metrics: MetricsWriter,
+    console: Console | None,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """The base (or meta) phase, then the controller phase when the regime asks for it."""
+    config = resolved.config
+    loss_fn = None
+    if config.train.regime == "meta":
+        second = config.train.meta_order == "second"
+        loss_fn = meta_loss(parts.bound, parts.training, parts.objective, second)
+    trained = train(
+        parts.model,
+        parts.task,
+        config.train,
+        seed=config.runtime.seed,
+        device=device,
+        metrics=metrics,
+        console=console,
+        loss_fn=loss_fn,
+    )
+    phases: dict[str, Any] = {}
+    if config.train.regime == "controller":
+        result = train_controller(
+            parts.bound,
+            parts.training,
+            parts.objective,
+            config.train,
+            seed=config.runtime.seed,
+            device=device,
+            metrics=metrics,
+            console=console,
+        )
+        phases["controller"] = {
+            "steps": result.steps,
+            "loss": result.loss,
+            "seconds": result.seconds,
+        }
+    return trained, phases
+
+
+def _training_text(resolved: ResolvedConfig) -> str | None:
+    choice = resolved.training_strategy
+    return None if choice is None else choice.canonical
 
 
 def build_components(
@@ -115,28 +170,51 @@ def build_components(
     backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
     head = task.build_head(backbone.d_model)
     model = AttdModel(backbone, task.input_spec, head, config.model.pooling).to(device)
-    adapter = manager.create("adapter", config.model.adapter.name, resolved.adapter.options)
+    adapters = {choice.spec.name: choice.create() for choice in resolved.adapters}
+    bound = BoundModel(task, model, adapters, seed=config.runtime.seed)
     objective = manager.create("objective", config.eval.objective.name, resolved.objective.options)
     strategies = {choice.canonical: choice.create() for choice in resolved.tta}
-    return Components(task, model, adapter, objective, strategies)
+    training = None
+    if resolved.training_strategy is not None:
+        canonical = resolved.training_strategy.canonical
+        training = strategies.get(canonical) or resolved.training_strategy.create()
+        _check_trainable(training, config)
+    return Components(task, model, bound, objective, strategies, training)
 
 
-def evaluate_all(
+def _check_trainable(strategy: TTAStrategy, config: RunConfig) -> None:
+    if not isinstance(strategy, InnerLoopStrategy):
+        raise ConfigError(
+            f"train.strategy {config.train.strategy!r} does not adapt; the "
+            f"{config.train.regime} regime needs a strategy such as fixed:1 or adaptive:5"
+        )
+    second = config.train.regime == "meta" and config.train.meta_order == "second"
+    backend = config.model.backbone.options().get("scan_backend")
+    if second and backend not in (None, "chunked", "reference"):
+        raise ConfigError(
+            "train.meta_order=second differentiates through the scan twice; set "
+            "model.backbone.scan_backend=chunked (the fused backends differentiate once)"
+        )
+
+
+def evaluate_strategies(
     parts: Components,
     config: RunConfig,
     device: torch.device,
-    metrics: MetricsWriter,
+    metrics: MetricsWriter | None,
     console: Console | None,
+    shift: Shift | None = None,
 ) -> dict[str, EvalResult]:
     """Every strategy on the same examples, with the same initial adapter states."""
-    examples = parts.task.load_split(config.eval.split)
-    if config.eval.limit is not None:
-        examples = Subset(examples, range(min(config.eval.limit, len(examples))))
-    bound = BoundModel(parts.task, parts.model, parts.adapter, seed=config.runtime.seed)
+    examples = _limited(parts.task.load_split(config.eval.split), config.eval.limit)
+    calibration: Any = ()
+    if any(getattr(s, "needs_calibration", False) for s in parts.strategies.values()):
+        split = parts.task.load_split(config.eval.calibration_split)
+        calibration = _limited(split, config.eval.calibration_limit)
     results = {}
     for canonical, strategy in parts.strategies.items():
         results[canonical] = evaluate(
-            bound,
+            parts.bound,
             strategy,
             parts.objective,
             examples,
@@ -145,9 +223,48 @@ def evaluate_all(
             batch_size=config.train.eval_batch_size,
             device=device,
             console=console,
+            calibration=calibration,
+            shift=shift,
+            seed=config.runtime.seed,
         )
-        metrics.write(results[canonical].record())
+        if metrics is not None:
+            metrics.write(results[canonical].record())
     return results
+
+
+def _limited(examples: Any, limit: int | None) -> Any:
+    return examples if limit is None else Subset(examples, range(min(limit, len(examples))))
+
+
+def load_run(
+    run_dir: str | Path,
+    manager: PluginManager,
+    *,
+    tta: Sequence[str],
+    overrides: Sequence[str] = (),
+) -> tuple[ResolvedConfig, Components, torch.device]:
+    """Rebuild a finished run from its folder for more evaluations.
+
+    The run's `config.yaml` is resolved again with `tta` as the strategies (and any
+    `overrides`, e.g. `eval.limit=100`), the checkpoint's weights are loaded, and a
+    strategy trained by the controller regime gets its trained controller back.
+    """
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
+    metadata = read_metadata(run_dir)
+    resolved = resolve_run_config(manager, config_files=[config_file], overrides=overrides, tta=tta)
+    config = resolved.config
+    seed_everything(config.runtime.seed)
+    configure_threads(config.runtime.threads)
+    device = select_device(config.runtime.device)
+    parts = build_components(resolved, manager, device)
+    load_checkpoint(run_dir, parts.model)
+    trained = parts.strategies.get(metadata.get("trained_strategy") or "")
+    if trained is not None:
+        load_extra(run_dir, "strategy", trained)
+    return resolved, parts, device
 
 
 def scan_backend(model: AttdModel) -> str | None:

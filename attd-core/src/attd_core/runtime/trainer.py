@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from rich.console import Console
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from attd_core.errors import ConfigError
-from attd_core.interfaces import Task
+from attd_core.interfaces import Batch, Task
 from attd_core.runtime.batching import LengthGroupedBatches, example_lengths
 from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.metrics import MetricsWriter
@@ -53,17 +54,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr)
 
 
-def train(
-    model: nn.Module,
-    task: Task,
-    config: TrainConfig,
-    *,
-    seed: int,
-    device: torch.device,
-    metrics: MetricsWriter,
-    console: Console | None = None,
-) -> TrainResult:
-    """Train on the task's `train` split; `max_steps`, when set, overrides `epochs`."""
+def train_loader(task: Task, config: TrainConfig, seed: int) -> DataLoader:
+    """Shuffled batches of the `train` split, grouped by length when the task can measure it."""
     examples = task.load_split("train")
     generator = torch.Generator().manual_seed(seed)
     lengths = example_lengths(task, examples) if config.group_by_length else None
@@ -80,6 +72,30 @@ def train(
         loader = DataLoader(examples, batch_sampler=batches, collate_fn=task.preprocess)
     if len(loader) == 0:
         raise ConfigError("the task's 'train' split is empty: nothing to train on")
+    return loader
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    metrics: MetricsWriter,
+    console: Console | None = None,
+    loss_fn: Callable[[Batch], Tensor] | None = None,
+) -> TrainResult:
+    """Train on the task's `train` split; `max_steps`, when set, overrides `epochs`.
+
+    `loss_fn` replaces the plain task loss (the meta regime adapts before the loss).
+    """
+    loader = train_loader(task, config, seed)
+    if loss_fn is None:
+
+        def loss_fn(batch: Batch) -> Tensor:
+            return task.compute_loss(task.forward(model, batch), batch)
+
     total = config.max_steps or config.epochs * len(loader)
     warmup = round(config.warmup_ratio * total)
     optimizer = build_optimizer(model, config)
@@ -95,7 +111,7 @@ def train(
             epoch += 1
             for batch in loader:
                 batch = batch.to(device)
-                loss = task.compute_loss(task.forward(model, batch), batch)
+                loss = loss_fn(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:
