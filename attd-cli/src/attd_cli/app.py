@@ -154,6 +154,92 @@ def create_app(manager: PluginManager) -> typer.Typer:
             progress_console=Console(stderr=True),
         )
 
+    @app.command("eval")
+    def eval_command(
+        run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A finished run's folder.")],
+        tta: Annotated[
+            str, typer.Option("--tta", metavar="SPEC", help="Strategy to evaluate, e.g. fixed:3.")
+        ],
+        shift: Annotated[
+            str | None,
+            typer.Option("--shift", metavar="SPEC", help="Shift the test data (see list-plugins)."),
+        ] = None,
+        overrides: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                metavar="KEY=VALUE",
+                help="Override one value, e.g. eval.limit=200 (repeatable; YAML value).",
+            ),
+        ] = None,
+    ) -> None:
+        """Evaluate a run with one strategy; record it in summary.json and metrics.jsonl."""
+        from rich.console import Console
+
+        from attd_cli.evaluate import evaluate_run
+
+        evaluate_run(
+            manager,
+            run_dir,
+            tta=tta,
+            shift=shift,
+            overrides=overrides or [],
+            console=Console(),
+            progress_console=Console(stderr=True),
+        )
+
+    @app.command("compare")
+    def compare_command(
+        run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A trained run's folder.")],
+        tta: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--tta",
+                metavar="SPEC",
+                help="Strategy to compare with no adaptation, e.g. fixed:3 (repeatable).",
+            ),
+        ] = None,
+        shift: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--shift",
+                metavar="SPEC",
+                help="Evaluate under this shift instead of clean data (repeatable).",
+            ),
+        ] = None,
+        overrides: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                metavar="KEY=VALUE",
+                help="Override one value, e.g. eval.limit=200 (repeatable; YAML value).",
+            ),
+        ] = None,
+        output: Annotated[
+            str | None,
+            typer.Option(
+                "--output",
+                metavar="STEM",
+                help="Write STEM.json, STEM.md and STEM.png (default RUN_DIR/compare).",
+            ),
+        ] = None,
+    ) -> None:
+        """Evaluate a trained run under each --tta strategy and write compare.json/md/png."""
+        from rich.console import Console
+
+        from attd_cli.compare import compare
+
+        compare(
+            manager,
+            run_dir,
+            tta=tta or [],
+            shifts=shift or [],
+            overrides=overrides or [],
+            output=output,
+            console=Console(),
+            progress_console=Console(stderr=True),
+        )
+
     manager.register_commands(app)
     return app
 

@@ -1,0 +1,183 @@
+"""`attd compare`: a trained run under several strategies (and shifts), on the same data.
+
+Writes `compare.json`, `compare.md` and `compare.png` (or `STEM.*` for `--output STEM`)
+and prints one table per shift. `none` is always evaluated first, as the baseline; the
+oracle (any strategy that reads labels) is marked in every report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from attd_cli.evaluate import check_run_dir, dump_json, evaluate_loaded, parse_shifts
+from attd_cli.plots import strategy_label
+from attd_core import ConfigError, PluginManager
+
+if TYPE_CHECKING:
+    from attd_core import EvalResult
+
+DEFAULT_STEM = "compare"
+ORACLE_NOTE = (
+    "Strategies marked 'uses labels' read the labels while adapting (the oracle): "
+    "an upper bound, not a deployable result."
+)
+
+
+def compare(
+    manager: PluginManager,
+    run_dir: str | Path,
+    *,
+    tta: Sequence[str],
+    shifts: Sequence[str],
+    overrides: Sequence[str],
+    output: str | None,
+    console: Console,
+    progress_console: Console,
+) -> dict[str, Any]:
+    """Evaluate, write the three reports, print the tables; returns the JSON report."""
+    path = check_run_dir(run_dir)
+    if not tta:
+        raise ConfigError("compare needs at least one --tta SPEC (none is always included)")
+    stem = path / DEFAULT_STEM if output is None else Path(output)
+    if not stem.parent.is_dir():
+        raise ConfigError(f"--output {str(stem)!r}: folder {str(stem.parent)!r} not found")
+    shift_choices = parse_shifts(shifts, manager)
+
+    from attd_core import load_run
+
+    resolved, parts, device = load_run(path, manager, tta=tta, overrides=overrides)
+    config = resolved.config
+    results = evaluate_loaded(parts, config, device, shift_choices or [None], progress_console)
+    report = build_report(
+        results,
+        run_dir=str(path),
+        task=config.task.name,
+        split=config.eval.split,
+        limit=config.eval.limit,
+        seed=config.runtime.seed,
+        device=str(device),
+    )
+    written = write_reports(stem, report)
+    for shift, entries in report["shifts"].items():
+        console.print(compare_table(report["task"], shift, entries))
+    if any(e["uses_labels"] for entries in report["shifts"].values() for e in entries.values()):
+        console.print(escape(ORACLE_NOTE), highlight=False)
+    for file in written:
+        console.print(f"[bold]wrote[/] {escape(str(file))}", highlight=False)
+    return report
+
+
+def entry(result: EvalResult) -> dict[str, Any]:
+    """One strategy under one shift, as `compare.json` holds it."""
+    counts = Counter(result.steps)
+    return {
+        **result.summary(),
+        "metrics": dict(result.metrics),
+        "stats": dict(result.stats),
+        "k_histogram": {str(k): counts[k] for k in sorted(counts)},
+    }
+
+
+def build_report(results: Mapping[str, Mapping[str, EvalResult]], **header: Any) -> dict[str, Any]:
+    """The `compare.json` content: `header`, the strategy order, then shift -> tta -> entry."""
+    first = next(iter(results.values()))
+    return {
+        **header,
+        "strategies": list(first),
+        "shifts": {
+            shift: {canonical: entry(result) for canonical, result in by_tta.items()}
+            for shift, by_tta in results.items()
+        },
+    }
+
+
+def write_reports(stem: Path, report: Mapping[str, Any]) -> list[Path]:
+    """`STEM.json`, `STEM.md` and `STEM.png`, each atomically; the figure is drawn first,
+    so that a plotting failure leaves no report behind."""
+    from attd_cli.plots import render_compare_png
+    from attd_core import atomic_write_text
+
+    json_path, md_path, png_path = (
+        stem.with_name(f"{stem.name}{s}") for s in (".json", ".md", ".png")
+    )
+    staging = render_compare_png(png_path, report)
+    try:
+        atomic_write_text(json_path, dump_json(report))
+        atomic_write_text(md_path, markdown(report))
+        os.replace(staging, png_path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return [json_path, md_path, png_path]
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _guards(stats: Mapping[str, float]) -> str:
+    return ", ".join(f"{key}={value:g}" for key, value in stats.items()) or "-"
+
+
+COLUMNS = ("tta", "accuracy", "mean k", "p50 k", "p90 k", "s/sample", "n", "uses labels")
+
+
+def _row(canonical: str, e: Mapping[str, Any]) -> list[str]:
+    return [
+        strategy_label(canonical, e["uses_labels"]),
+        _number(e["accuracy"], 4),
+        f"{e['mean_k']:.2f}",
+        f"{e['p50_k']:g}",
+        f"{e['p90_k']:g}",
+        f"{e['seconds_per_sample']:.2e}",
+        str(e["n"]),
+        "yes" if e["uses_labels"] else "no",
+    ]
+
+
+def compare_table(task: str, shift: str, entries: Mapping[str, Mapping[str, Any]]) -> Table:
+    """The printed table for one shift."""
+    table = Table(*COLUMNS, title=escape(f"{task} ({shift})"))
+    for canonical, e in entries.items():
+        table.add_row(*(escape(cell) for cell in _row(canonical, e)))
+    return table
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """`compare.md`: a header, then one table per shift (with adapter size and guards)."""
+    limit = "all" if report["limit"] is None else report["limit"]
+    lines = [
+        f"# attd compare: {report['task']}",
+        "",
+        f"Run `{report['run_dir']}`; split `{report['split']}` (limit {limit}); "
+        f"seed {report['seed']}; device `{report['device']}`.",
+    ]
+    columns = [*COLUMNS, "adapter params", "guards"]
+    oracle = False
+    for shift, entries in report["shifts"].items():
+        lines += ["", f"## {shift}", ""]
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append(
+            "|" + "|".join("---" if c in ("tta", "guards") else "---:" for c in columns) + "|"
+        )
+        for canonical, e in entries.items():
+            oracle = oracle or e["uses_labels"]
+            params = e["adapter_parameters"]
+            cells = [
+                *_row(canonical, e),
+                "-" if params is None else str(params),
+                _guards(e["stats"]),
+            ]
+            cells[0] = f"`{cells[0]}`" if not e["uses_labels"] else f"`{canonical}` (uses labels)"
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    if oracle:
+        lines += ["", ORACLE_NOTE]
+    return "\n".join(lines) + "\n"

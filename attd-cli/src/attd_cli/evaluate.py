@@ -1,0 +1,147 @@
+"""`attd eval`: one more evaluation of a finished run, added to its `summary.json`.
+
+The helpers here (checking a run folder, parsing shifts, evaluating on a loaded run)
+are shared with `attd compare`. Everything that can fail without torch (a missing
+folder, an unknown shift, a summary that is not a run's) fails before torch loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from attd_core import ComponentChoice, ConfigError, PluginManager, parse_component
+
+if TYPE_CHECKING:
+    from attd_core import EvalResult
+
+CLEAN = "clean"
+"""The name of the unshifted evaluation in reports."""
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path, if it is a folder holding a run's `config.yaml`."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise ConfigError(f"run folder {str(path)!r} not found")
+    if not path.is_dir():
+        raise ConfigError(f"run folder {str(path)!r} is not a folder")
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"{str(path)!r} is not a run folder: it has no config.yaml")
+    return path
+
+
+def parse_shifts(texts: Sequence[str], manager: PluginManager) -> list[ComponentChoice]:
+    """Each `--shift` spec, validated, without repeats (by canonical spelling)."""
+    choices: dict[str, ComponentChoice] = {}
+    for text in texts:
+        choice = parse_component(text, "shift", manager)
+        choices.setdefault(choice.canonical, choice)
+    return list(choices.values())
+
+
+def shift_key(shift: ComponentChoice | None) -> str:
+    return CLEAN if shift is None else shift.canonical
+
+
+def evaluate_loaded(
+    parts: Any,
+    config: Any,
+    device: Any,
+    shifts: Sequence[ComponentChoice | None],
+    progress_console: Console | None,
+) -> dict[str, dict[str, EvalResult]]:
+    """Every strategy of `parts` under each shift (None: clean), keyed by shift then tta."""
+    from attd_core import evaluate_strategies
+
+    results = {}
+    for choice in shifts:
+        shift = None if choice is None else choice.create()
+        results[shift_key(choice)] = evaluate_strategies(
+            parts, config, device, None, progress_console, shift=shift
+        )
+    return results
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float (recursively) replaced by None: valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's `summary.json`, which must be a finished run's (with an `eval` mapping)."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{str(path)!r} not found: the run did not finish, so there is nothing to add to"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{str(path)!r}: unreadable: {exc}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("eval"), dict):
+        raise ConfigError(f"{str(path)!r} is not a run summary: it has no 'eval' mapping")
+    return summary
+
+
+def evaluate_run(
+    manager: PluginManager,
+    run_dir: str | Path,
+    *,
+    tta: str,
+    shift: str | None,
+    overrides: Sequence[str],
+    console: Console,
+    progress_console: Console,
+) -> dict[str, Any]:
+    """Evaluate `run_dir`'s model with `tta` (under `shift`), record it, print the row.
+
+    The entry goes into `summary.json`'s `eval` mapping under the canonical spec (with
+    `@SHIFT` appended when shifted), and the eval record is appended to `metrics.jsonl`.
+    Returns the new `summary.json` content.
+    """
+    from attd_cli.run import result_table
+
+    path = check_run_dir(run_dir)
+    read_summary(path)  # fail before loading anything when there is no summary to extend
+    shift_choice = parse_shifts([shift], manager)[0] if shift is not None else None
+
+    from attd_core import MetricsWriter, atomic_write_text, load_run
+
+    resolved, parts, device = load_run(path, manager, tta=[tta], overrides=overrides)
+    canonical = resolved.config.eval.tta[0] if resolved.config.eval.tta else "none"
+    only = dataclasses.replace(parts, strategies={canonical: parts.strategies[canonical]})
+    results = evaluate_loaded(only, resolved.config, device, [shift_choice], progress_console)
+    result = results[shift_key(shift_choice)][canonical]
+
+    key = canonical if shift_choice is None else f"{canonical}@{shift_choice.canonical}"
+    record = result.record()
+    if shift_choice is not None:
+        record["shift"] = shift_choice.canonical
+    summary = read_summary(path)  # again: the evaluation took a while
+    summary["eval"][key] = result.summary()
+    with MetricsWriter(path / "metrics.jsonl") as metrics:
+        metrics.write(record)
+    atomic_write_text(path / "summary.json", dump_json(summary))
+
+    task = str(summary.get("task", resolved.config.task.name))
+    console.print(result_table({"task": task, "eval": {key: summary["eval"][key]}}))
+    console.print(f"[bold]recorded[/] {escape(key)} in {escape(str(path / 'summary.json'))}")
+    return summary

@@ -1,0 +1,349 @@
+"""`attd compare` and `attd eval` in-process, on one tiny run trained once for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from typer.testing import CliRunner, Result
+
+import attd_core
+import attd_core._plugin as core_plugin
+import attd_core.runtime.run as runtime_run
+from attd_cli.app import create_app
+from attd_core import InputSpec, ShiftSpec, TaskSpec, hookimpl
+from attd_core.tasks import ClassificationTask
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+STABLE_ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb", "TERMINAL_WIDTH": None}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = [
+    "--set", "model.backbone.d_model=8",
+    "--set", "model.backbone.n_layers=1",
+    "--set", "model.backbone.d_state=4",
+    "--set", "model.adapter.rank=1",
+    "--set", "train.max_steps=2",
+    "--set", "eval.limit=8",
+]  # fmt: skip
+LIMIT = ["--set", "eval.limit=12"]
+
+
+class ParityOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParityTask(ClassificationTask):
+    """Two classes: the parity of the token sum; 32 sequences of length 6, vocabulary 3."""
+
+    input_spec = InputSpec(vocab_size=3, pad_id=0)
+    num_classes = 2
+
+    def __init__(self, options: ParityOptions) -> None:
+        self.options = options
+
+    def load_split(self, split: str) -> list[dict[str, Any]]:
+        rng = random.Random(split)
+        rows = [[rng.randint(1, 2) for _ in range(6)] for _ in range(32)]
+        return [{"tokens": row, "label": sum(row) % 2} for row in rows]
+
+    def preprocess(self, raw_batch: list[dict[str, Any]]) -> attd_core.Batch:
+        tokens = [example["tokens"] for example in raw_batch]
+        return self.collate_tokens(tokens, [example["label"] for example in raw_batch])
+
+
+class FlipOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    positional: ClassVar[tuple[str, ...]] = ("p",)
+
+    p: float = Field(0.5, ge=0, le=1)
+
+
+class FlipShift:
+    """Swaps tokens 1 and 2 with probability p; counts its calls."""
+
+    calls: ClassVar[int] = 0
+
+    def __init__(self, options: FlipOptions) -> None:
+        self.p = options.p
+
+    def apply(self, batch: attd_core.Batch, generator: Any) -> attd_core.Batch:
+        type(self).calls += 1
+        flip = torch.rand(batch.inputs.shape, generator=generator) < self.p
+        flipped = torch.where(batch.inputs > 0, 3 - batch.inputs, batch.inputs)
+        return replace(
+            batch, inputs=torch.where(flip.to(batch.inputs.device), flipped, batch.inputs)
+        )
+
+
+class FakePlugin:
+    @hookimpl
+    def attd_register(self, register: Any) -> None:
+        register(
+            TaskSpec(
+                name="parity",
+                summary="parity of the token sum",
+                factory=f"{__name__}:ParityTask",
+                config=ParityOptions,
+                run_defaults={"train.batch_size": 16},
+            )
+        )
+        register(
+            ShiftSpec(
+                name="flip",
+                summary="swap tokens 1 and 2",
+                factory=f"{__name__}:FlipShift",
+                config=FlipOptions,
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def manager() -> attd_core.PluginManager:
+    manager = attd_core.PluginManager(autoload=False, environ={})
+    manager.add_plugin(core_plugin, name="core", distribution="attd-core")
+    manager.add_plugin(FakePlugin(), name="test")
+    return manager
+
+
+def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
+    return CliRunner().invoke(create_app(manager), list(args), env=STABLE_ENV)
+
+
+@pytest.fixture(scope="module")
+def trained(manager, tmp_path_factory) -> Path:
+    """A finished run; tests that change it work on a copy (see `run_copy`)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    result = invoke(manager, "run", "--task", "parity", *TINY, "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list[dict[str, Any]]:
+    """The EvalResults that `evaluate_strategies` returns, one dict per call."""
+    calls: list[dict[str, Any]] = []
+    original = runtime_run.evaluate_strategies
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        results = original(*args, **kwargs)
+        calls.append(results)
+        return results
+
+    monkeypatch.setattr(runtime_run, "evaluate_strategies", spy)
+    return calls
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_compare_writes_json_markdown_and_png(manager, run_copy, captured):
+    before = set(os.listdir(run_copy))
+    result = invoke(
+        manager, "compare", str(run_copy), "--tta", "fixed:1", "--tta", "oracle:2", *LIMIT
+    )
+    assert result.exit_code == 0, result.output
+    assert set(os.listdir(run_copy)) - before == {"compare.json", "compare.md", "compare.png"}
+    for fragment in ("none", "fixed:1", "oracle:2 (uses labels)", "p90 k", "compare.png"):
+        assert fragment in result.stdout
+
+    report = json.loads((run_copy / "compare.json").read_text())
+    assert report["strategies"] == ["none", "fixed:1", "oracle:2"]
+    assert list(report["shifts"]) == ["clean"]
+    assert report["task"] == "parity" and report["limit"] == 12 and report["split"] == "test"
+    (results,) = captured
+    clean = report["shifts"]["clean"]
+    assert list(clean) == list(results) == ["none", "fixed:1", "oracle:2"]
+    for canonical, evaluated in results.items():
+        entry = clean[canonical]
+        assert entry["accuracy"] == evaluated.metrics["accuracy"]
+        assert entry["mean_k"] == evaluated.mean_k
+        assert entry["p50_k"] == evaluated.k_percentile(50)
+        assert entry["p90_k"] == evaluated.k_percentile(90)
+        assert entry["seconds_per_sample"] == evaluated.seconds / evaluated.n
+        assert entry["n"] == evaluated.n == 12
+        assert entry["uses_labels"] is evaluated.uses_labels
+        assert entry["adapter_parameters"] == evaluated.adapter_parameters
+        assert entry["stats"] == evaluated.stats
+        assert entry["k_histogram"] == {
+            str(k): c for k, c in sorted(Counter(evaluated.steps).items())
+        }
+    assert [clean[c]["uses_labels"] for c in clean] == [False, False, True]
+    assert clean["none"]["k_histogram"] == {"0": 12}
+    assert clean["fixed:1"]["k_histogram"] == {"1": 12}
+    assert clean["fixed:1"]["adapter_parameters"] > 0
+
+    md = (run_copy / "compare.md").read_text()
+    assert "## clean" in md and "| tta | accuracy | mean k |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["none", "fixed:1", "oracle:2"]
+    assert "(uses labels)" in rows[2] and "| yes |" in rows[2] and "| no |" in rows[0]
+    assert "upper bound" in md
+
+    png = (run_copy / "compare.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
+
+
+def test_compare_with_shifts_has_a_section_per_shift(manager, trained, tmp_path):
+    FlipShift.calls = 0
+    stem = tmp_path / "shifted"
+    result = invoke(
+        manager, "compare", str(trained), "--tta", "fixed:1", "--shift", "flip:1.0",
+        "--shift", "flip", *LIMIT, "--output", str(stem),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "shifted.json").read_text())
+    assert list(report["shifts"]) == ["flip:1.0", "flip"]
+    for entries in report["shifts"].values():
+        assert list(entries) == ["none", "fixed:1"] and entries["none"]["n"] == 12
+    assert FlipShift.calls > 0
+    md = (tmp_path / "shifted.md").read_text()
+    assert "## flip:1.0" in md and "## flip" in md and "## clean" not in md
+    assert (tmp_path / "shifted.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (trained / "compare.json").exists()
+
+
+def test_eval_adds_an_entry_to_the_summary_and_a_metrics_line(manager, run_copy):
+    lines = (run_copy / "metrics.jsonl").read_text().splitlines()
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:k=2", *LIMIT)
+    assert result.exit_code == 0, result.output
+    assert "fixed:2" in result.stdout and "accuracy" in result.stdout
+    summary = json.loads((run_copy / "summary.json").read_text())
+    assert list(summary["eval"]) == ["none", "fixed:2"]
+    assert summary["eval"]["fixed:2"]["mean_k"] == 2.0 and summary["eval"]["fixed:2"]["n"] == 12
+    assert summary["task"] == "parity" and "train" in summary  # the rest is kept
+    new = (run_copy / "metrics.jsonl").read_text().splitlines()
+    assert new[: len(lines)] == lines and len(new) == len(lines) + 1
+    record = json.loads(new[-1])
+    assert record["event"] == "eval" and record["tta"] == "fixed:2" and record["n"] == 12
+    assert "shift" not in record
+
+    result = invoke(manager, "eval", str(run_copy), "--tta", "none", "--shift", "flip:1.0", *LIMIT)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_copy / "summary.json").read_text())
+    assert list(summary["eval"]) == ["none", "fixed:2", "none@flip:1.0"]
+    record = json.loads((run_copy / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["tta"] == "none" and record["shift"] == "flip:1.0"
+    assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
+
+
+def _truncate_weights(run: Path) -> None:
+    weights = run / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def _drop_checkpoint(run: Path) -> None:
+    shutil.rmtree(run / "checkpoint")
+
+
+@pytest.mark.parametrize("command", ["compare", "eval"])
+@pytest.mark.parametrize(
+    ("damage", "fragments"),
+    [
+        (_truncate_weights, ["model.safetensors", "truncated"]),
+        (_drop_checkpoint, ["metadata.json", "missing"]),
+    ],
+)
+def test_a_broken_checkpoint_is_one_line_and_writes_nothing(
+    manager, run_copy, command, damage, fragments
+):
+    damage(run_copy)
+    before = {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()}
+    result = invoke(manager, command, str(run_copy), "--tta", "fixed:1")
+    assert_user_error(result, str(run_copy), *fragments)
+    after = {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("command", ["compare", "eval"])
+def test_bad_run_folders_are_one_line_errors(manager, tmp_path, command):
+    missing = tmp_path / "missing"
+    assert_user_error(
+        invoke(manager, command, str(missing), "--tta", "fixed:1"),
+        f"run folder {str(missing)!r} not found",
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error(
+        invoke(manager, command, str(empty), "--tta", "fixed:1"),
+        f"{str(empty)!r} is not a run folder: it has no config.yaml",
+    )
+    assert list(empty.iterdir()) == []
+
+
+def test_compare_needs_a_tta(manager, trained):
+    assert_user_error(invoke(manager, "compare", str(trained)), "at least one --tta")
+
+
+@pytest.mark.parametrize("command", ["compare", "eval"])
+def test_an_unknown_shift_is_one_line(manager, trained, command):
+    result = invoke(manager, command, str(trained), "--tta", "fixed:1", "--shift", "nope")
+    assert_user_error(result, "unknown shift 'nope'; available: flip")
+
+
+def test_eval_needs_a_finished_run(manager, run_copy):
+    (run_copy / "summary.json").unlink()
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:1")
+    assert_user_error(result, "summary.json", "did not finish")
+    assert not (run_copy / "summary.json").exists()
+
+
+def test_a_bad_tta_or_override_is_one_line(manager, trained):
+    assert_user_error(invoke(manager, "compare", str(trained), "--tta", "bogus"), "bogus")
+    result = invoke(manager, "eval", str(trained), "--tta", "fixed:1", "--set", "eval.limit=0")
+    assert_user_error(result, "eval.limit")
+    assert not (trained / "compare.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "snapshot"),
+    [
+        (["compare", "--help"], "attd_compare_help.txt"),
+        (["eval", "--help"], "attd_eval_help.txt"),
+    ],
+)
+def test_help_matches_its_snapshot(manager, args, snapshot):
+    result = invoke(manager, *args)
+    assert result.exit_code == 0
+    shown = "".join(f"{line.rstrip()}\n" for line in result.stdout.splitlines())
+    path = SNAPSHOTS / snapshot
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        path.write_text(shown, encoding="utf-8")
+    assert shown == path.read_text(encoding="utf-8"), (
+        f"help changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and review {path}"
+    )
+
+
+def test_help_imports_neither_torch_nor_matplotlib():
+    probe = (
+        "import sys\n"
+        "from attd_cli.app import main\n"
+        "try:\n    main(['compare', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(','.join(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ""
