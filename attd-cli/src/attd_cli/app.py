@@ -20,6 +20,25 @@ from attd_core import AttdError, PluginManager, get_plugin_manager
 
 USER_ERROR = 2
 
+TtaSpecs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tta",
+        metavar="SPEC",
+        help="Strategy to compare with no adaptation, e.g. fixed:3 (repeatable).",
+    ),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override one config value, e.g. train.lr=0.01 or eval.limit=200 "
+        "(repeatable; YAML value).",
+    ),
+]
+RunDir = Annotated[str, typer.Argument(metavar="RUN_DIR", help="A finished run's folder.")]
+
 
 def fail(message: str, code: int = USER_ERROR) -> NoReturn:
     """Print one error line on stderr and exit."""
@@ -104,28 +123,14 @@ def create_app(manager: PluginManager) -> typer.Typer:
         backbone: Annotated[
             str | None, typer.Option(metavar="NAME", help="Backbone (default: mamba).")
         ] = None,
-        tta: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--tta",
-                metavar="SPEC",
-                help="Strategy to compare with no adaptation, e.g. fixed:3 (repeatable).",
-            ),
-        ] = None,
+        tta: TtaSpecs = None,
         config: Annotated[
             list[str] | None,
             typer.Option(
                 "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
             ),
         ] = None,
-        overrides: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--set",
-                metavar="KEY=VALUE",
-                help="Override one value, e.g. train.lr=0.01 (repeatable; YAML value).",
-            ),
-        ] = None,
+        overrides: Overrides = None,
         seed: Annotated[
             int | None, typer.Option(metavar="N", help="Random seed (default 0).")
         ] = None,
@@ -156,7 +161,7 @@ def create_app(manager: PluginManager) -> typer.Typer:
 
     @app.command("eval")
     def eval_command(
-        run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A finished run's folder.")],
+        run_dir: RunDir,
         tta: Annotated[
             str, typer.Option("--tta", metavar="SPEC", help="Strategy to evaluate, e.g. fixed:3.")
         ],
@@ -164,14 +169,7 @@ def create_app(manager: PluginManager) -> typer.Typer:
             str | None,
             typer.Option("--shift", metavar="SPEC", help="Shift the test data (see list-plugins)."),
         ] = None,
-        overrides: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--set",
-                metavar="KEY=VALUE",
-                help="Override one value, e.g. eval.limit=200 (repeatable; YAML value).",
-            ),
-        ] = None,
+        overrides: Overrides = None,
     ) -> None:
         """Evaluate a run with one strategy; record it in summary.json and metrics.jsonl."""
         from rich.console import Console
@@ -190,15 +188,8 @@ def create_app(manager: PluginManager) -> typer.Typer:
 
     @app.command("compare")
     def compare_command(
-        run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A trained run's folder.")],
-        tta: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--tta",
-                metavar="SPEC",
-                help="Strategy to compare with no adaptation, e.g. fixed:3 (repeatable).",
-            ),
-        ] = None,
+        run_dir: RunDir,
+        tta: TtaSpecs = None,
         shift: Annotated[
             list[str] | None,
             typer.Option(
@@ -207,14 +198,7 @@ def create_app(manager: PluginManager) -> typer.Typer:
                 help="Evaluate under this shift instead of clean data (repeatable).",
             ),
         ] = None,
-        overrides: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--set",
-                metavar="KEY=VALUE",
-                help="Override one value, e.g. eval.limit=200 (repeatable; YAML value).",
-            ),
-        ] = None,
+        overrides: Overrides = None,
         output: Annotated[
             str | None,
             typer.Option(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from attd_core.adapters.base import SlotAdapter
 from attd_core.backbones.slots import batch_shape, missing_slots, sample_numel, zero_deltas
 from attd_core.interfaces import AdapterSlot, AdapterState, Backbone
 from attd_core.options import DeltaSSMOptions
@@ -22,16 +23,12 @@ _ROUNDING = 1e-5
 """Relative slack on both constraints, so a projected delta is not counted (or moved) again."""
 
 
-class DeltaSSMAdapter:
+class DeltaSSMAdapter(SlotAdapter):
     """`<slot>.U` (d_inner x r) and `<slot>.V` (r x N) for every slot of kind `A`, plus dense
     deltas on the `dt_bias` and `D` slots when the options ask for them."""
 
-    def __init__(self, options: DeltaSSMOptions | None = None) -> None:
-        self.options = options or DeltaSSMOptions()
-
-    @property
-    def per_sample(self) -> bool:
-        return self.options.per_sample
+    options_model = DeltaSSMOptions
+    options: DeltaSSMOptions
 
     def init_state(
         self,
@@ -60,10 +57,6 @@ class DeltaSSMAdapter:
             state[f"{slot.name}.V"] = v.to(**like)
         for kind in dense_kinds:
             state |= zero_deltas(by_kind[kind], lead)
-        return state
-
-    def deltas(self, state: AdapterState) -> AdapterState:
-        """The backbone reads U, V and the dense deltas as they are."""
         return state
 
     def project(

@@ -8,14 +8,13 @@ it, so a fresh state leaves the model unchanged while U still receives gradient.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 import torch
-from torch import Tensor
 
+from attd_core.adapters.base import SlotAdapter
 from attd_core.backbones.slots import batch_shape, missing_slots, sample_numel
-from attd_core.interfaces import AdapterSlot, AdapterState, Backbone
+from attd_core.interfaces import AdapterState, Backbone
 from attd_core.options import LoRAOptions
 
 _GLOB = (".", "*", "?", "[")
@@ -30,15 +29,11 @@ def _matches(target: str, slot: str) -> bool:
     return slot.rsplit(".", 1)[-1] == target
 
 
-class LoRAAdapter:
+class LoRAAdapter(SlotAdapter):
     """`<slot>.U` (out x r) and `<slot>.V` (r x in) on every `weight` slot `targets` selects."""
 
-    def __init__(self, options: LoRAOptions | None = None) -> None:
-        self.options = options or LoRAOptions()
-
-    @property
-    def per_sample(self) -> bool:
-        return self.options.per_sample
+    options_model = LoRAOptions
+    options: LoRAOptions
 
     @property
     def scale(self) -> float:
@@ -78,12 +73,6 @@ class LoRAAdapter:
         """A new state with every U multiplied by alpha / rank (differentiably)."""
         scale = self.scale
         return {key: t * scale if key.endswith(".U") else t for key, t in state.items()}
-
-    def project(
-        self, state: AdapterState, slots: Mapping[str, AdapterSlot]
-    ) -> tuple[AdapterState, dict[str, Tensor]]:
-        """LoRA has no constraint: the state is returned as it is, with no counts."""
-        return state, {}
 
     def num_parameters(self, state: AdapterState) -> int:
         """One sample's parameters: every factor is a matrix."""

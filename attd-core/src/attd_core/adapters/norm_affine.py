@@ -6,28 +6,23 @@ for entropy minimisation. The deltas start at zero, so a fresh state changes not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 import torch
-from torch import Tensor
 
+from attd_core.adapters.base import SlotAdapter
 from attd_core.backbones.slots import batch_shape, missing_slots, sample_numel, zero_deltas
-from attd_core.interfaces import AdapterSlot, AdapterState, Backbone
+from attd_core.interfaces import AdapterState, Backbone
 from attd_core.options import NormAffineOptions
 
 NORM_KINDS = ("norm_weight", "norm_bias")
 
 
-class NormAffineAdapter:
+class NormAffineAdapter(SlotAdapter):
     """A dense zero delta on every norm slot whose full name matches one of `targets`."""
 
-    def __init__(self, options: NormAffineOptions | None = None) -> None:
-        self.options = options or NormAffineOptions()
-
-    @property
-    def per_sample(self) -> bool:
-        return self.options.per_sample
+    options_model = NormAffineOptions
+    options: NormAffineOptions
 
     def init_state(
         self,
@@ -48,16 +43,6 @@ class NormAffineAdapter:
                 [s.name for s in norms],
             )
         return zero_deltas(chosen, batch_shape(self.options.per_sample, batch_size))
-
-    def deltas(self, state: AdapterState) -> AdapterState:
-        """The backbone reads the deltas as they are."""
-        return state
-
-    def project(
-        self, state: AdapterState, slots: Mapping[str, AdapterSlot]
-    ) -> tuple[AdapterState, dict[str, Tensor]]:
-        """Scales and biases are unconstrained: the state is returned as it is, no counts."""
-        return state, {}
 
     def num_parameters(self, state: AdapterState) -> int:
         """One sample's parameters: every delta is a vector."""

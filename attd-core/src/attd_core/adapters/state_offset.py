@@ -7,25 +7,18 @@ is dense because the state `(d_inner, d_state)` is small.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
-from torch import Tensor
 
+from attd_core.adapters.base import SlotAdapter
 from attd_core.backbones.slots import batch_shape, missing_slots, sample_numel, zero_deltas
-from attd_core.interfaces import AdapterSlot, AdapterState, Backbone
+from attd_core.interfaces import AdapterState, Backbone
 from attd_core.options import StateOffsetOptions
 
 
-class StateOffsetAdapter:
-    """A dense zero delta on every slot of kind `initial_state`."""
+class StateOffsetAdapter(SlotAdapter):
+    """A dense zero delta on every slot of kind `initial_state`; any start is allowed."""
 
-    def __init__(self, options: StateOffsetOptions | None = None) -> None:
-        self.options = options or StateOffsetOptions()
-
-    @property
-    def per_sample(self) -> bool:
-        return self.options.per_sample
+    options_model = StateOffsetOptions
 
     def init_state(
         self,
@@ -39,16 +32,6 @@ class StateOffsetAdapter:
         if not slots:
             raise missing_slots("state-offset", backbone, "initial-state slots (an SSM scan)")
         return zero_deltas(slots, batch_shape(self.options.per_sample, batch_size))
-
-    def deltas(self, state: AdapterState) -> AdapterState:
-        """The backbone reads the offsets as they are."""
-        return state
-
-    def project(
-        self, state: AdapterState, slots: Mapping[str, AdapterSlot]
-    ) -> tuple[AdapterState, dict[str, Tensor]]:
-        """Any initial state is allowed: the state is returned as it is, with no counts."""
-        return state, {}
 
     def num_parameters(self, state: AdapterState) -> int:
         """One sample's parameters: every offset is a `(d_inner, d_state)` matrix."""
