@@ -215,7 +215,11 @@ class AdaptiveSteps(InnerLoopStrategy):
 
 
 class OracleSteps(InnerLoopStrategy):
-    """Each sample's best step count in 0..k_max, chosen by its task loss (labels)."""
+    """Each sample's best step count in 0..k_max, chosen by its task loss (labels).
+
+    `steps` reports the chosen counts, so mean k reads as the oracle's plan; its compute
+    is k_max steps and k_max + 1 task-loss forwards for every sample.
+    """
 
     uses_labels = True
 
