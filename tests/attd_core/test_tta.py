@@ -268,6 +268,7 @@ def test_damping_scales_the_step(batch):
     slow = adapt_batch(bound, batch, OBJECTIVE, loop(lr=LR / 2), steps, initial_state=start)
     for key, value in half.state.items():
         torch.testing.assert_close(value, slow.state[key])
+    assert half.stats["damped"] == 4 and "damped" not in slow.stats
 
 
 def test_a_learned_damping_gate_sets_each_samples_step(batch):

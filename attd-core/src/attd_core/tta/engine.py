@@ -258,6 +258,8 @@ class _Loop:
             if self.gamma is not None
             else torch.full_like(norm, options.damping)
         )
+        if self.gamma is not None or options.damping < 1:
+            self.count("damped", (keep & (gamma.detach() < 1)).sum())
         stepped = dict(rows)
         for key, move in moves.items():
             rate = per_row(gamma * options.lr * keep.to(move.dtype), move)
