@@ -187,7 +187,9 @@ def test_calibration_hits_the_target_mean_k(
     if name == "halting":
         assert abs(float(plan.cost.detach().mean()) - target) <= 1e-3
     else:
-        assert abs(float(plan.k_hard.float().mean()) - target) <= k_max / (2 * n)
+        # A split exactly half a sample from its target count sits on the bound; the
+        # 1e-3 covers the float rounding of target_k and of the fractions there.
+        assert abs(float(plan.k_hard.float().mean()) - target) <= k_max / (2 * n) * (1 + 1e-3)
 
 
 def test_target_k_defaults_to_a_quarter_of_k_max() -> None:
