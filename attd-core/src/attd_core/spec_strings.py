@@ -81,11 +81,7 @@ def canonical_text(name: str, options: BaseModel) -> str:
     model = type(options)
     positional = positional_fields(model)
     values = options.model_dump()
-    defaults = {
-        key: field.get_default(call_default_factory=True)
-        for key, field in model.model_fields.items()
-        if not field.is_required()
-    }
+    defaults = _validated_defaults(model, values)
 
     def changed(key: str) -> bool:
         return key not in defaults or values[key] != defaults[key]
@@ -98,6 +94,24 @@ def canonical_text(name: str, options: BaseModel) -> str:
         if key not in positional and changed(key)
     ]
     return f"{name}:{','.join(parts)}" if parts else name
+
+
+def _validated_defaults(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """The options' defaults as validation fills them (validators may complete a default,
+    e.g. an encoder's options), given the required values; the raw defaults otherwise."""
+    required = {
+        key: values[key] for key, field in model.model_fields.items() if field.is_required()
+    }
+    try:
+        filled = model.model_validate(required).model_dump()
+    except ValidationError:
+        filled = {
+            key: field.get_default(call_default_factory=True)
+            for key, field in model.model_fields.items()
+        }
+    return {
+        key: filled[key] for key, field in model.model_fields.items() if not field.is_required()
+    }
 
 
 def _value(model: type[BaseModel], key: str, text: str) -> str | None:
