@@ -1,4 +1,8 @@
-"""Shared test setup: Hugging Face stays offline, and plugin managers load nothing."""
+"""Shared test setup: Hugging Face stays offline, and plugin managers load nothing.
+
+`attd_pm` (a fresh manager holding attd-core's built-ins only) comes from attd-core's
+pytest plugin, `attd_core.testing`, which pytest loads through its `pytest11` entry point.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def fresh_plugin_manager() -> attd_core.PluginManager:
     """A manager with no plugins loaded (not even attd-core's); register them explicitly.
 
-    It ignores the developer's ATTD_* variables so that tests do not depend on them.
+    It ignores the developer's ATTD_* variables so that tests do not depend on them. Take
+    `attd_pm` instead for a manager that already holds attd-core's built-ins.
     """
     return attd_core.PluginManager(autoload=False, environ={})

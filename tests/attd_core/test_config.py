@@ -14,7 +14,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 import attd_core
-import attd_core._plugin as core_plugin
 from attd_core import BackboneSpec, ConfigError, TaskSpec, UnknownComponentError, hookimpl
 from attd_core.runtime.config import ResolvedConfig, resolve_run_config
 
@@ -55,10 +54,9 @@ class ToyPlugin:
 
 
 @pytest.fixture
-def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginManager:
-    fresh_plugin_manager.add_plugin(core_plugin, name="core")
-    fresh_plugin_manager.add_plugin(ToyPlugin(), name="toy")
-    return fresh_plugin_manager
+def manager(attd_pm: attd_core.PluginManager) -> attd_core.PluginManager:
+    attd_pm.add_plugin(ToyPlugin(), name="toy")
+    return attd_pm
 
 
 def write_yaml(path: Path, data: Any) -> Path:

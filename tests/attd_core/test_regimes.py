@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 
 import attd_core
-import attd_core._plugin as core_plugin
 from attd_core import ConfigError, InputSpec, TaskSpec, hookimpl
 from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.regimes import _controller_loss
@@ -67,10 +66,9 @@ class CountPlugin:
 
 
 @pytest.fixture
-def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginManager:
-    fresh_plugin_manager.add_plugin(core_plugin, name="core")
-    fresh_plugin_manager.add_plugin(CountPlugin(), name="count")
-    return fresh_plugin_manager
+def manager(attd_pm: attd_core.PluginManager) -> attd_core.PluginManager:
+    attd_pm.add_plugin(CountPlugin(), name="count")
+    return attd_pm
 
 
 def resolve(manager, *overrides: str, tta=(), output_dir=None):

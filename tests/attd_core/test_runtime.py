@@ -23,7 +23,6 @@ from rich.console import Console
 from torch import Tensor, nn
 
 import attd_core
-import attd_core._plugin as core_plugin
 from attd_core import (
     AdapterSlot,
     AdapterSpec,
@@ -42,7 +41,7 @@ from attd_core.runtime.checkpoint import load_checkpoint, save_checkpoint
 from attd_core.runtime.config import resolve_run_config
 from attd_core.runtime.evaluator import evaluate
 from attd_core.runtime.metrics import MetricsWriter
-from attd_core.runtime.run import run_experiment
+from attd_core.runtime.run import load_run, run_experiment
 from attd_core.runtime.trainer import lr_factor
 from attd_core.tasks import ClassificationTask
 
@@ -157,10 +156,9 @@ class FakePlugin:
 
 
 @pytest.fixture
-def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginManager:
-    fresh_plugin_manager.add_plugin(core_plugin, name="core")
-    fresh_plugin_manager.add_plugin(FakePlugin(), name="fake")
-    return fresh_plugin_manager
+def manager(attd_pm: attd_core.PluginManager) -> attd_core.PluginManager:
+    attd_pm.add_plugin(FakePlugin(), name="fake")
+    return attd_pm
 
 
 def quiet() -> Console:
@@ -253,6 +251,23 @@ def test_the_checkpoint_holds_the_trained_model(manager, tmp_path):
     metadata = load_checkpoint(out, tiny_model())
     assert metadata["task"] == "first-token" and metadata["step"] == 4
     assert metadata["config"] == yaml.safe_load((out / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["new run", "older run"])
+def test_a_run_evaluates_again_with_the_pooling_it_trained_with(manager, tmp_path, recorded):
+    """Before the pooling plugins, `mean` meant the mean over real tokens (`masked-mean`
+    now): a run whose checkpoint does not record its pooling is read that way."""
+    out = tmp_path / "run"
+    run_fake(manager, out, tta=[], overrides=["model.pooling=mean"])
+    metadata_file = out / "checkpoint" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    assert metadata["pooling"] == "mean"
+    if not recorded:
+        del metadata["pooling"]
+        metadata_file.write_text(json.dumps(metadata))
+    resolved, parts, _ = load_run(out, manager, tta=["none"])
+    expected = "mean" if recorded else "masked-mean"
+    assert resolved.config.model.pooling == parts.model.pooling_name == expected
 
 
 def test_evaluation_never_changes_base_weights(manager):

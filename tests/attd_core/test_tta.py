@@ -11,12 +11,10 @@ import torch
 from attd_core import (
     AttdModel,
     Batch,
-    ClassificationTask,
     ConfigError,
     DeltaSSMAdapter,
     EntropyKL,
     InnerLoopStrategy,
-    InputSpec,
     MambaBackbone,
     ModelOutput,
     StrategySpec,
@@ -39,29 +37,13 @@ from attd_core.options import (
     NormAffineOptions,
     OracleOptions,
 )
+from attd_core.testing import TinyTask
 from attd_core.tta.engine import adapt_batch
 from attd_core.tta.strategies import AdaptiveSteps, FixedSteps, NoAdaptation, OracleSteps
 
-LENGTHS = (9, 5, 14, 7)
+LENGTHS = TinyTask().lengths  # (9, 5, 14, 7): a padded batch
 LR = 30.0  # a fresh Delta-SSM moves slowly: U's gradient is scaled by V (init_scale)
 OBJECTIVE = EntropyKL(EntropyKLOptions(kl_weight=1.0))
-
-
-class TinyTask(ClassificationTask):
-    input_spec = InputSpec(vocab_size=12)
-    num_classes = 3
-
-    def load_split(self, split: str) -> list[dict]:
-        gen = torch.Generator().manual_seed(len(split))
-        return [
-            {"tokens": torch.randint(1, 12, (n,), generator=gen).tolist(), "label": i % 3}
-            for i, n in enumerate(LENGTHS)
-        ]
-
-    def preprocess(self, raw_batch: list[dict]) -> Batch:
-        return self.collate_tokens(
-            [r["tokens"] for r in raw_batch], [r["label"] for r in raw_batch]
-        )
 
 
 def make_bound(norms: bool = False, **adapter_options) -> BoundModel:

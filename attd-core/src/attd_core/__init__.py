@@ -3,6 +3,9 @@
 This module is the public API for plugin authors: import from here only. Contracts,
 specs and the plugin manager load eagerly and import no torch; the torch-backed
 components load on first attribute access, so plugin discovery stays fast.
+
+The one submodule meant for plugins is `attd_core.testing`, for their tests: a pytest
+plugin (the `attd_pm` fixture), conformance suites per component kind and tiny factories.
 """
 
 from __future__ import annotations

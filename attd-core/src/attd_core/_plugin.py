@@ -12,6 +12,7 @@ from attd_core.specs import (
     ControllerSpec,
     ObjectiveSpec,
     PluginSpec,
+    PoolingSpec,
     StrategySpec,
 )
 
@@ -20,6 +21,7 @@ _ADAPTERS = "attd_core.adapters"
 _CONTROLLERS = "attd_core.tta.controllers"
 _OBJECTIVES = "attd_core.tta.objectives"
 _STRATEGIES = "attd_core.tta.strategies"
+_POOLING = "attd_core.pooling"
 
 BUILT_INS: tuple[PluginSpec, ...] = (
     BackboneSpec(
@@ -141,6 +143,26 @@ BUILT_INS: tuple[PluginSpec, ...] = (
         summary="Agreement between predictions on two token-dropped views",
         factory=f"{_OBJECTIVES}:Consistency",
         config=options.ConsistencyOptions,
+    ),
+    PoolingSpec(
+        name="masked-mean",
+        summary="Mean over real tokens only (padding excluded); the default",
+        factory=f"{_POOLING}:create_masked_mean",
+    ),
+    PoolingSpec(
+        name="mean",
+        summary="Plain mean over every position, padding included",
+        factory=f"{_POOLING}:create_mean",
+    ),
+    PoolingSpec(
+        name="last",
+        summary="The last real token (what a causal model has seen everything at)",
+        factory=f"{_POOLING}:create_last",
+    ),
+    PoolingSpec(
+        name="cls",
+        summary="The first real token, where a task puts its CLS token",
+        factory=f"{_POOLING}:create_cls",
     ),
     StrategySpec(
         name="none",

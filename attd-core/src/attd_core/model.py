@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from attd_core.adapters.combined import CombinedAdapter
-from attd_core.errors import ConfigError
+from attd_core.errors import ConfigError, UnknownComponentError
 from attd_core.interfaces import (
     Adapter,
     AdapterState,
@@ -20,20 +20,57 @@ from attd_core.interfaces import (
     Batch,
     InputSpec,
     ModelOutput,
+    Pooling,
     Task,
 )
-from attd_core.pooling import POOLINGS
+from attd_core.plugins import PluginManager, get_plugin_manager
+from attd_core.pooling import BUILT_IN, DEFAULT
+
+
+def resolve_pooling(
+    pooling: str | Pooling, manager: PluginManager | None = None
+) -> tuple[str, Pooling]:
+    """`(name, pooling callable)` for a registered name or a callable given directly.
+
+    A name is looked up in `manager` (its `pooling` plugins); without one, attd-core's
+    own poolings resolve directly and any other name through the process-wide manager.
+    """
+    if not isinstance(pooling, str):
+        if not callable(pooling):
+            raise ConfigError(
+                f"a pooling is a name or a callable (features, mask) -> (B, D); "
+                f"got {type(pooling).__name__}"
+            )
+        name = getattr(pooling, "__name__", None) or type(pooling).__name__
+        return name, pooling
+    if manager is None and pooling in BUILT_IN:
+        return pooling, BUILT_IN[pooling]
+    try:
+        spec = (manager or get_plugin_manager()).get("pooling", pooling)
+    except UnknownComponentError as exc:
+        raise ConfigError(str(exc)) from None
+    return pooling, spec.create()
 
 
 class AttdModel(nn.Module):
-    """Input embedding + backbone + pooling + the task's head."""
+    """Input embedding + backbone + pooling + the task's head.
+
+    `pooling` is a registered pooling's name (resolved through `manager`, see
+    `resolve_pooling`) or a `Pooling` callable; one that is an `nn.Module` is a submodule,
+    so its parameters train and are saved with the model.
+    """
 
     def __init__(
-        self, backbone: Backbone, input_spec: InputSpec, head: nn.Module, pooling: str = "mean"
+        self,
+        backbone: Backbone,
+        input_spec: InputSpec,
+        head: nn.Module,
+        pooling: str | Pooling = DEFAULT,
+        *,
+        manager: PluginManager | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
+        pooling_name, pool = resolve_pooling(pooling, manager)
         d_model = backbone.d_model
         if input_spec.vocab_size is not None:
             self.embed: nn.Module = nn.Embedding(
@@ -45,8 +82,8 @@ class AttdModel(nn.Module):
             raise ConfigError("a task's input_spec needs vocab_size or channels")
         self.backbone = backbone
         self.head = head
-        self.pooling_name = pooling
-        self._pool = POOLINGS[pooling]
+        self.pooling_name = pooling_name
+        self.pooling = pool
 
     def encode(
         self, inputs: Tensor, mask: Tensor | None = None, adapter_state: AdapterState | None = None
@@ -55,7 +92,8 @@ class AttdModel(nn.Module):
         return self.backbone(self.embed(inputs), mask=mask, adapter_state=adapter_state)
 
     def pool(self, features: Tensor, mask: Tensor | None) -> Tensor:
-        return self._pool(features, mask)
+        """`(B, L, D)` features to `(B, D)` with the model's pooling (what heads read)."""
+        return self.pooling(features, mask)
 
 
 class BoundModel:

@@ -1,20 +1,36 @@
-"""The plugin registers `majority`, and the task yields deterministic, well-formed batches."""
+"""The plugin registers `majority`, meets attd's task contract, and yields deterministic,
+well-formed batches.
+
+`attd_pm` (a fixture) and `TaskConformance` come from attd-core's pytest plugin, which
+pytest loads by itself wherever attd-core is installed.
+"""
 
 from __future__ import annotations
 
 import attd_core
 import pytest
+from attd_core.testing import TaskConformance, new_plugin_manager
 
 from attd_plugin_example import _plugin
 
 SMALL = {"num_train": 12, "num_val": 4, "num_test": 6, "seq_len": 20, "seed": 3}
 
 
+class TestMajorityContract(TaskConformance):
+    """attd's checks of the Task contract: splits, batches, head, forward, losses, metrics."""
+
+    splits = ("train", "validation", "test")
+    sample_size = 6
+
+    def make_task(self) -> attd_core.Task:
+        return new_plugin_manager(example=_plugin).create("task", "majority", SMALL)
+
+
 @pytest.fixture
-def manager() -> attd_core.PluginManager:
-    manager = attd_core.PluginManager(autoload=False, environ={})
-    manager.add_plugin(_plugin, name="example", distribution="attd-plugin-example")
-    return manager
+def manager(attd_pm: attd_core.PluginManager) -> attd_core.PluginManager:
+    """attd-core's built-ins plus this plugin, whatever else is installed."""
+    attd_pm.add_plugin(_plugin, name="example", distribution="attd-plugin-example")
+    return attd_pm
 
 
 def test_registers_the_majority_task_without_importing_it(manager):

@@ -59,7 +59,12 @@ class ModelConfig(_Section):
         default_factory=lambda: ComponentConfig(name="delta-ssm"),
         description="One adapter, or a list whose states combine (delta-ssm + norm-affine).",
     )
-    pooling: str = Field("mean", description="How features are summarised: mean or last.")
+    pooling: str = Field(
+        "masked-mean",
+        min_length=1,
+        description="How features are summarised, by `pooling` plugin name: masked-mean "
+        "(real tokens only), mean (every position), last, cls, or a plugin's.",
+    )
 
 
 class TrainConfig(_Section):
@@ -186,6 +191,7 @@ def resolve_run_config(
     backbone_choice = _resolve_component(manager, "model.backbone", config.model.backbone)
     adapter_choices = _resolve_adapters(manager, config.model.adapter)
     objective_choice = _resolve_component(manager, "eval.objective", config.eval.objective)
+    _check_pooling(manager, config.model.pooling)
     requested = _unique(parse_component(text, "strategy", manager) for text in config.eval.tta)
     strategies = _unique([parse_component("none", "strategy", manager), *requested])
     training = _training_strategy(manager, config.train)
@@ -384,6 +390,12 @@ def _resolve_component(
         detail = explain_validation_error(exc, spec.config, prefix=path)
         raise ConfigError(f"invalid options for {kind} {spec.name!r}: {detail}") from None
     return ComponentChoice(spec, options, canonical_text(spec.name, options))
+
+
+def _check_pooling(manager: PluginManager, name: str) -> None:
+    if name not in manager.names("pooling"):
+        available = ", ".join(manager.names("pooling")) or "none installed"
+        raise ConfigError(f"model.pooling: unknown pooling {name!r}; available: {available}")
 
 
 DEFAULT_TRAINING_STRATEGY = {"controller": "adaptive:5", "meta": "fixed:1"}

@@ -24,7 +24,12 @@ from attd_core.interfaces import InnerObjective, Shift, Task, TTAStrategy
 from attd_core.model import AttdModel, BoundModel
 from attd_core.plugins import PluginManager
 from attd_core.runtime.checkpoint import load_checkpoint, load_extra, read_metadata, save_checkpoint
-from attd_core.runtime.config import ResolvedConfig, RunConfig, resolve_run_config
+from attd_core.runtime.config import (
+    ResolvedConfig,
+    RunConfig,
+    load_yaml_file,
+    resolve_run_config,
+)
 from attd_core.runtime.environment import configure_threads, seed_everything, select_device
 from attd_core.runtime.evaluator import EvalResult, evaluate
 from attd_core.runtime.files import atomic_write_text
@@ -83,6 +88,7 @@ def run_experiment(
                 "task": config.task.name,
                 "backbone": config.model.backbone.name,
                 "scan_backend": scan_backend(parts.model),
+                "pooling": config.model.pooling,
                 "step": trained.steps,
                 "trained_strategy": _training_text(resolved),
                 "config": resolved.to_yaml_dict(),
@@ -169,7 +175,9 @@ def build_components(
     task = manager.create("task", config.task.name, resolved.task.options)
     backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
     head = task.build_head(backbone.d_model)
-    model = AttdModel(backbone, task.input_spec, head, config.model.pooling).to(device)
+    model = AttdModel(backbone, task.input_spec, head, config.model.pooling, manager=manager).to(
+        device
+    )
     adapters = {choice.spec.name: choice.create() for choice in resolved.adapters}
     bound = BoundModel(task, model, adapters, seed=config.runtime.seed)
     objective = manager.create("objective", config.eval.objective.name, resolved.objective.options)
@@ -254,6 +262,7 @@ def load_run(
     if not config_file.is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
     metadata = read_metadata(run_dir)
+    overrides = [*_legacy_overrides(config_file, metadata), *overrides]
     resolved = resolve_run_config(manager, config_files=[config_file], overrides=overrides, tta=tta)
     config = resolved.config
     seed_everything(config.runtime.seed)
@@ -265,6 +274,20 @@ def load_run(
     if trained is not None:
         load_extra(run_dir, "strategy", trained)
     return resolved, parts, device
+
+
+def _legacy_overrides(config_file: Path, metadata: dict[str, Any]) -> list[str]:
+    """Overrides that keep a run from before a change of meaning evaluating as it trained.
+
+    Runs whose checkpoint does not record its pooling predate the `pooling` plugins,
+    when `mean` meant the mean over real tokens, now called `masked-mean`.
+    """
+    if "pooling" in metadata:
+        return []
+    model = load_yaml_file(config_file).get("model")
+    if isinstance(model, dict) and model.get("pooling") == "mean":
+        return ["model.pooling=masked-mean"]
+    return []
 
 
 def scan_backend(model: AttdModel) -> str | None:

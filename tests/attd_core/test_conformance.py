@@ -1,0 +1,158 @@
+"""attd-core's own plugins against the conformance suites of `attd_core.testing`."""
+
+from __future__ import annotations
+
+from attd_core.testing import (
+    AdapterConformance,
+    BackboneConformance,
+    StrategyConformance,
+    TaskConformance,
+    new_plugin_manager,
+    tiny_backbone,
+)
+
+CORE = new_plugin_manager()
+
+
+class TestTinyTask(TaskConformance):
+    splits = ("train", "validation", "test")
+
+    def make_task(self):
+        from attd_core.testing import TinyTask
+
+        return TinyTask()
+
+
+# -- backbones ---------------------------------------------------------------------------
+
+
+class TestMamba(BackboneConformance):
+    def make_backbone(self):
+        return tiny_backbone("mamba", n_layers=2)
+
+
+class TestBidirectionalMamba(BackboneConformance):
+    def make_backbone(self):
+        return tiny_backbone("mamba", bidirectional=True)
+
+
+class TestTransformer(BackboneConformance):
+    def make_backbone(self):
+        return tiny_backbone("transformer")
+
+
+class TestHybrid(BackboneConformance):
+    def make_backbone(self):
+        return tiny_backbone("hybrid")
+
+
+# -- adapters ----------------------------------------------------------------------------
+
+
+class TestDeltaSSM(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "delta-ssm", {"rank": 2, "dt_bias": True, "D": True})
+
+
+class TestDeltaSSMShared(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "delta-ssm", {"rank": 2, "per_sample": False})
+
+
+class TestLoRA(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "lora", {"rank": 2})
+
+
+class TestLoRAOnTheTransformer(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "lora", {"rank": 2})
+
+    def make_backbone(self):
+        return tiny_backbone("transformer")
+
+
+class TestStateOffset(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "state-offset")
+
+
+class TestNormAffine(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "norm-affine")
+
+
+class TestNormAffineOnTheHybrid(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "norm-affine")
+
+    def make_backbone(self):
+        return tiny_backbone("hybrid")
+
+
+# -- strategies --------------------------------------------------------------------------
+
+
+def strategy(text: str):
+    from attd_core import parse_component
+
+    return parse_component(text, "strategy", CORE).create()
+
+
+class TestNone(StrategyConformance):
+    def make_strategy(self):
+        return strategy("none")
+
+
+class TestFixed(StrategyConformance):
+    def make_strategy(self):
+        return strategy("fixed:2,lr=10,rollback=true")
+
+
+class TestGate(StrategyConformance):
+    def make_strategy(self):
+        return strategy("gate:2,lr=10")
+
+
+class TestAdaptiveQuantile(StrategyConformance):
+    def make_strategy(self):
+        return strategy("adaptive:3,controller=quantile,target_k=1,lr=10,optimizer=adam")
+
+
+class TestAdaptiveThreshold(StrategyConformance):
+    def make_strategy(self):
+        return strategy("adaptive:2,lr=10")
+
+
+class TestOracle(StrategyConformance):
+    def make_strategy(self):
+        return strategy("oracle:2,lr=10")
+
+
+# -- the pytest plugin itself ------------------------------------------------------------
+
+
+def test_pytest_loads_attd_core_testing_through_its_entry_point(pytestconfig):
+    import attd_core.testing
+
+    assert pytestconfig.pluginmanager.get_plugin("attd") is attd_core.testing
+
+
+def test_attd_pm_holds_attd_core_built_ins_only(attd_pm):
+    assert list(attd_pm.plugins) == ["core"]
+    assert attd_pm.plugins["core"].distribution == "attd-core"
+    assert attd_pm.names("task") == []
+    assert attd_pm.names("pooling") == ["cls", "last", "masked-mean", "mean"]
+    assert attd_pm is not new_plugin_manager()
+
+
+def test_importing_attd_core_testing_imports_no_torch():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, attd_core.testing as t; t.TaskConformance; t.attd_pm; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
