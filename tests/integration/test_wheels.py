@@ -3,7 +3,9 @@
 Builds wheels of the five distributions and of the example plugin, installs attd-core and
 attd-tasks-lra into a new virtual environment (torch pinned by constraints-dev.txt, other
 dependencies from the configured index), lists the plugins and runs ListOps with tiny
-settings; then installs the example plugin, sees it listed, runs its task and its tests.
+settings; then installs the example plugin, sees it listed, runs its task and its tests;
+then has that venv's `attd new-plugin` write a task plugin and a strategy plugin, builds
+and installs them, runs their generated tests there and one tiny run with both.
 The tests share one venv and run in file order (the later ones install more into it).
 """
 
@@ -33,9 +35,12 @@ TINY_RUN = {
     "eval.limit": 16,
 }
 TINY_DATA = {"task.num_train": 64, "task.num_val": 16, "task.num_test": 32}
+# What `attd new-plugin` is asked to write: kind -> component name (distribution attd-NAME).
+GENERATED = {"task": "gen-task", "strategy": "gen-steps"}
 TINY = {
     "listops": TINY_RUN | TINY_DATA | {"task.max_length": 100},
     "majority": TINY_RUN | TINY_DATA | {"task.seq_len": 32},
+    GENERATED["task"]: TINY_RUN | TINY_DATA | {"task.seq_len": 32},
 }
 
 ROW_KEYS = {"distribution", "version", "kind", "name", "summary", "status", "load_ms"}
@@ -100,21 +105,26 @@ def list_plugins(venv: Path) -> dict[tuple[str, str], dict]:
     return {(row["kind"], row["name"]): row for row in rows}
 
 
-def attd_run(venv: Path, task: str, out: Path) -> dict:
+def attd_run(venv: Path, task: str, out: Path, tta: tuple[str, ...] = ("fixed:3",)) -> dict:
+    """A tiny `attd run`; every `tta` spec must be canonical and end in its k or k_max."""
     overrides = [arg for key, value in TINY[task].items() for arg in ("--set", f"{key}={value}")]
-    command = [venv / "bin" / "attd", "run", "--task", task, "--tta", "fixed:3", *overrides]
+    strategies = [arg for spec in tta for arg in ("--tta", spec)]
+    command = [venv / "bin" / "attd", "run", "--task", task, *strategies, *overrides]
     run([*command, "--output-dir", out], venv=venv, timeout=600)
     assert {"config.yaml", "metrics.jsonl", "checkpoint", "summary.json"} <= {
         path.name for path in out.iterdir()
     }
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == task
-    assert set(summary["eval"]) == {"none", "fixed:3"}
+    assert set(summary["eval"]) == {"none", *tta}
     for result in summary["eval"].values():
         assert 0.0 <= result["accuracy"] <= 1.0
         assert result["n"] > 0
     assert summary["eval"]["none"]["mean_k"] == 0.0
-    assert summary["eval"]["fixed:3"]["mean_k"] == 3.0
+    for spec in tta:
+        k = float(spec.rpartition(":")[2])
+        mean_k = summary["eval"][spec]["mean_k"]
+        assert mean_k == k if spec.startswith("fixed:") else 0.0 <= mean_k <= k, (spec, mean_k)
     return summary
 
 
@@ -168,3 +178,34 @@ def test_example_plugin_tests_pass_against_its_wheel(venv, wheelhouse):
     pip_install(venv, wheelhouse, "attd-plugin-example", *dev_pins("pytest"))
     pytest_command = [venv / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider"]
     run(pytest_command, venv=venv, cwd=EXAMPLE, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def generated(venv: Path, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """kind -> the package folder that the fresh venv's `attd new-plugin` wrote (so the
+    templates came from attd-cli's wheel); each is built into the wheelhouse."""
+    out = tmp_path_factory.mktemp("generated")
+    folders = {}
+    for kind, name in GENERATED.items():
+        command = [venv / "bin" / "attd", "new-plugin", name, "--kind", kind, "--out", out]
+        run(command, venv=venv, timeout=60)
+        folders[kind] = out / f"attd-{name}"
+        build = [sys.executable, "-m", "build", "--wheel", "--no-isolation"]
+        run([*build, "--outdir", wheelhouse, folders[kind]], timeout=300)
+    return folders
+
+
+def test_generated_plugins_install_list_and_pass_their_tests(venv, wheelhouse, generated):
+    distributions = [f"attd-{name}[test]" for name in GENERATED.values()]
+    pip_install(venv, wheelhouse, *distributions, *dev_pins("pytest"))
+    plugins = list_plugins(venv)
+    for kind, name in GENERATED.items():
+        assert plugins[(kind, name)]["distribution"] == f"attd-{name}"
+    pytest_command = [venv / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider"]
+    for folder in generated.values():
+        run(pytest_command, venv=venv, cwd=folder, timeout=300)
+
+
+def test_generated_task_and_strategy_run_tiny(venv, tmp_path):
+    strategy = f"{GENERATED['strategy']}:2"
+    attd_run(venv, GENERATED["task"], tmp_path / "generated", tta=("fixed:1", strategy))

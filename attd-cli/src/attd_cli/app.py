@@ -224,6 +224,34 @@ def create_app(manager: PluginManager) -> typer.Typer:
             progress_console=Console(stderr=True),
         )
 
+    @app.command("new-plugin")
+    def new_plugin_command(
+        name: Annotated[
+            str,
+            typer.Argument(
+                metavar="NAME",
+                help="The component's name, e.g. my-task: lowercase letters and digits, "
+                "words joined by - or _. The package is attd-NAME (import attd_NAME).",
+            ),
+        ],
+        kind: Annotated[
+            str,
+            typer.Option(
+                "--kind", metavar="KIND", help="What the plugin provides: task or strategy."
+            ),
+        ] = "task",
+        out: Annotated[
+            str,
+            typer.Option(
+                "--out", metavar="DIR", help="Folder to write attd-NAME into (created if missing)."
+            ),
+        ] = ".",
+    ) -> None:
+        """Write a ready-to-install plugin package: a working example, tests, README."""
+        from attd_cli.new_plugin import new_plugin
+
+        new_plugin(manager, name, kind=kind, out=out, echo=typer.echo)
+
     manager.register_commands(app)
     return app
 
