@@ -213,6 +213,7 @@ def test_a_run_writes_config_metrics_checkpoint_and_summary(manager, tmp_path):
     for entry in summary["eval"].values():
         assert set(entry) == {
             "accuracy",
+            "metrics",
             "mean_k",
             "p50_k",
             "p90_k",
@@ -224,6 +225,8 @@ def test_a_run_writes_config_metrics_checkpoint_and_summary(manager, tmp_path):
         }
         assert 0.0 <= entry["accuracy"] <= 1.0 and entry["seconds"] > 0 and entry["n"] == 64
         assert entry["uses_labels"] is False
+        assert set(entry["metrics"]) == {"accuracy", "loss"}
+        assert entry["metrics"]["accuracy"] == entry["accuracy"]
     assert summary["eval"]["none"]["mean_k"] == 0.0
     assert summary["eval"]["none"]["adapter_parameters"] is None
     fixed = summary["eval"]["fixed:2,lr=0.1"]

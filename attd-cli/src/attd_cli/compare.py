@@ -80,7 +80,6 @@ def entry(result: EvalResult) -> dict[str, Any]:
     counts = Counter(result.steps)
     return {
         **result.summary(),
-        "metrics": dict(result.metrics),
         "stats": dict(result.stats),
         "k_histogram": {str(k): counts[k] for k in sorted(counts)},
     }

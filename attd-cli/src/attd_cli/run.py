@@ -66,15 +66,27 @@ def run(
 
 
 def result_table(summary: dict[str, Any]) -> Table:
-    """One row per strategy: the numbers `summary.json` holds."""
-    table = Table("tta", "accuracy", "mean k", "seconds", "n", title=escape(summary["task"]))
-    for canonical, result in summary["eval"].items():
-        accuracy = result["accuracy"]
+    """One row per strategy: the task's metrics (accuracy, or perplexity for language
+    modelling, ...) and the cost, as `summary.json` holds them."""
+    entries = summary["eval"]
+    names = list(dict.fromkeys(name for entry in entries.values() for name in _metrics(entry)))
+    table = Table("tta", *names, "mean k", "seconds", "n", title=escape(summary["task"]))
+    for canonical, result in entries.items():
+        metrics = _metrics(result)
         table.add_row(
             escape(canonical),
-            "-" if accuracy is None else f"{accuracy:.4f}",
+            *(_number(metrics.get(name)) for name in names),
             f"{result['mean_k']:.2f}",
             f"{result['seconds']:.2f}",
             str(result["n"]),
         )
     return table
+
+
+def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's task metrics; entries written before they were recorded hold accuracy."""
+    return entry.get("metrics") or {"accuracy": entry.get("accuracy")}
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -56,12 +56,14 @@ class EvalResult:
     def record(self) -> dict[str, Any]:
         """The `metrics.jsonl` line: everything, guard counters included."""
         head = {"event": "eval", "tta": self.tta, "split": self.split}
-        return {**head, **self.stats, **self.metrics, **self.summary()}
+        summary = {key: value for key, value in self.summary().items() if key != "metrics"}
+        return {**head, **self.stats, **self.metrics, **summary}
 
     def summary(self) -> dict[str, Any]:
         """The `summary.json` entry: headline numbers and cost."""
         return {
             "accuracy": self.metrics.get("accuracy"),
+            "metrics": dict(self.metrics),
             "mean_k": self.mean_k,
             "p50_k": self.k_percentile(50),
             "p90_k": self.k_percentile(90),
