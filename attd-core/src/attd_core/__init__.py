@@ -19,6 +19,7 @@ from attd_core.errors import (
     ConfigError,
     PluginError,
     UnknownComponentError,
+    describe_validation_error,
 )
 from attd_core.hookspecs import hookimpl
 from attd_core.interfaces import (
@@ -154,6 +155,7 @@ __all__ = [
     "TaskSpec",
     "UnknownComponentError",
     "__version__",
+    "describe_validation_error",
     "get_plugin_manager",
     "hookimpl",
     "parse_component",

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from attd_core import ConfigError, InputSpec
+from attd_core import ConfigError, InputSpec, describe_validation_error
 from attd_text.options import (
     BUILT_IN_ENCODERS,
     ByteEncoderOptions,
@@ -223,9 +223,6 @@ def build_encoder(
     try:
         validated = model.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or name}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"invalid options for encoder {name!r}: {problems}") from None
     return ENCODER_CLASSES[name](validated)

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from attd_core import describe_validation_error
+
 SPLITS = ("train", "validation", "test")
 """The splits every attd task serves."""
 
@@ -162,10 +164,7 @@ class TextClassificationOptions(_DataOptions):
         try:
             validated = model.model_validate(value)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
-                for error in exc.errors()
-            )
+            problems = describe_validation_error(exc)
             allowed = ", ".join(model.model_fields)
             raise ValueError(
                 f"for encoder {info.data['encoder']!r}: {problems} (options: {allowed})"

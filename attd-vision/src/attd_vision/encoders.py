@@ -17,7 +17,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
-from attd_core import ConfigError, InputSpec
+from attd_core import ConfigError, InputSpec, describe_validation_error
 from attd_vision.images import to_array
 from attd_vision.options import PIXEL_PAD_ID, PIXEL_VOCAB_SIZE, PatchesOptions, PixelsOptions
 
@@ -155,9 +155,6 @@ def build_encoder(
             {**options, "color": color, "size": size, "resample": resample}
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or name}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"invalid options for encoder {name!r}: {problems}") from None
     return ENCODER_CLASSES[name](validated)

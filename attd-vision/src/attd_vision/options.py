@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from attd_core import describe_validation_error
+
 Color = Literal["grayscale", "rgb"]
 Resample = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]
 Side = Annotated[int, Field(ge=1)]
@@ -170,10 +172,7 @@ class ImageClassificationOptions(_Options):
         try:
             validated = model.model_validate(value)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
-                for error in exc.errors()
-            )
+            problems = describe_validation_error(exc)
             allowed = ", ".join(model.model_fields)
             raise ValueError(
                 f"for encoder {info.data['encoder']!r}: {problems} (options: {allowed})"
