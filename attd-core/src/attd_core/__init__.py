@@ -56,6 +56,7 @@ from attd_core.specs import (
     ShiftSpec,
     StrategySpec,
     TaskSpec,
+    filled_options,
 )
 
 __version__ = "0.1.0"
@@ -156,6 +157,7 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "describe_validation_error",
+    "filled_options",
     "get_plugin_manager",
     "hookimpl",
     "parse_component",

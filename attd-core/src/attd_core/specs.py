@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from attd_core.errors import PluginError
+from attd_core.errors import PluginError, describe_validation_error
 
 _NAME_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
 _FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
@@ -68,6 +68,27 @@ class PluginSpec(BaseModel):
         if not isinstance(options, self.config):
             options = self.config.model_validate(options or {})
         return self.load()(options)
+
+
+def filled_options(
+    model: type[BaseModel], value: dict[str, Any], owner: str, *, exclude_none: bool = False
+) -> dict[str, Any]:
+    """`value` validated by `model` and dumped with every default filled in.
+
+    For components that take another component's options as a dict (a task's encoder
+    options): checking them while the config resolves reports a bad option before the
+    run starts, and the filled dict shows every default in `config.yaml`. Raises
+    `ValueError` (pydantic reports it with the field's path) naming `owner`, the problem
+    and the allowed options.
+    """
+    try:
+        validated = model.model_validate(value)
+    except ValidationError as exc:
+        allowed = ", ".join(model.model_fields)
+        raise ValueError(
+            f"for {owner}: {describe_validation_error(exc)} (options: {allowed})"
+        ) from None
+    return validated.model_dump(mode="json", exclude_none=exclude_none)
 
 
 class BackboneSpec(PluginSpec):

@@ -14,13 +14,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from attd_core import describe_validation_error
+from attd_core import filled_options
 
 SPLITS = ("train", "validation", "test")
 """The splits every attd task serves."""
@@ -161,15 +160,7 @@ class TextClassificationOptions(_DataOptions):
         model = BUILT_IN_ENCODERS.get(info.data.get("encoder", ""))
         if model is None:
             return value
-        try:
-            validated = model.model_validate(value)
-        except ValidationError as exc:
-            problems = describe_validation_error(exc)
-            allowed = ", ".join(model.model_fields)
-            raise ValueError(
-                f"for encoder {info.data['encoder']!r}: {problems} (options: {allowed})"
-            ) from None
-        return validated.model_dump(mode="json", exclude_none=True)
+        return filled_options(model, value, f"encoder {info.data['encoder']!r}", exclude_none=True)
 
 
 class LanguageModelingOptions(_DataOptions):

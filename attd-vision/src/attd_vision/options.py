@@ -13,13 +13,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from attd_core import describe_validation_error
+from attd_core import filled_options
 
 Color = Literal["grayscale", "rgb"]
 Resample = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]
@@ -169,15 +168,7 @@ class ImageClassificationOptions(_Options):
         model = BUILT_IN_ENCODERS.get(info.data.get("encoder", ""))
         if model is None:
             return value
-        try:
-            validated = model.model_validate(value)
-        except ValidationError as exc:
-            problems = describe_validation_error(exc)
-            allowed = ", ".join(model.model_fields)
-            raise ValueError(
-                f"for encoder {info.data['encoder']!r}: {problems} (options: {allowed})"
-            ) from None
-        return validated.model_dump(mode="json")
+        return filled_options(model, value, f"encoder {info.data['encoder']!r}")
 
     @model_validator(mode="after")
     def _norm_fits_the_color(self) -> ImageClassificationOptions:
