@@ -13,6 +13,7 @@ from attd_core.specs import (
     ObjectiveSpec,
     PluginSpec,
     PoolingSpec,
+    ShiftSpec,
     StrategySpec,
 )
 
@@ -163,6 +164,24 @@ BUILT_INS: tuple[PluginSpec, ...] = (
         name="cls",
         summary="The first real token, where a task puts its CLS token",
         factory=f"{_POOLING}:create_cls",
+    ),
+    ShiftSpec(
+        name="token-substitution",
+        summary="Replace a share of each input's tokens by others of its tokens",
+        factory="attd_core.shifts:TokenSubstitution",
+        config=options.TokenShiftOptions,
+    ),
+    ShiftSpec(
+        name="token-deletion",
+        summary="Drop a share of each input's tokens",
+        factory="attd_core.shifts:TokenDeletion",
+        config=options.TokenShiftOptions,
+    ),
+    ShiftSpec(
+        name="token-insertion",
+        summary="Insert extra copies of an input's tokens at random places",
+        factory="attd_core.shifts:TokenInsertion",
+        config=options.TokenShiftOptions,
     ),
     StrategySpec(
         name="none",

@@ -303,3 +303,11 @@ class ConsistencyOptions(_Options):
 
     drop_ratio: float = Field(0.1, gt=0, lt=1, description="Fraction of tokens dropped per view.")
     seed: int = Field(0, ge=0, description="Seed of the views (the same for every batch).")
+
+
+class TokenShiftOptions(_Options):
+    """A token-level corruption of the test inputs."""
+
+    positional: ClassVar[tuple[str, ...]] = ("severity",)
+
+    severity: int = Field(3, ge=1, le=5, description="1 (5 % of tokens) to 5 (25 %).")
