@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 GROUP_FACTOR = 50
 
@@ -48,3 +49,26 @@ def example_lengths(task: Any, examples: Sequence[Any]) -> list[int] | None:
     if measure is None:
         return None
     return [measure(examples[i]) for i in range(len(examples))]
+
+
+def task_loader(
+    task: Any,
+    examples: Sequence[Any],
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    group_by_length: bool = True,
+) -> DataLoader:
+    """`examples` in batches collated by the task: shuffled by `generator` (training) or in
+    order without one (evaluation), of similar lengths when the task can measure them."""
+    lengths = example_lengths(task, examples) if group_by_length and len(examples) else None
+    if lengths is not None:
+        batches = LengthGroupedBatches(lengths, batch_size, generator)
+        return DataLoader(examples, batch_sampler=batches, collate_fn=task.preprocess)
+    return DataLoader(
+        examples,
+        batch_size=batch_size,
+        shuffle=generator is not None,
+        generator=generator,
+        collate_fn=task.preprocess,
+    )

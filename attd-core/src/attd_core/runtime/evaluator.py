@@ -11,12 +11,11 @@ from typing import Any
 import torch
 from rich.console import Console
 from torch import nn
-from torch.utils.data import DataLoader
 
 from attd_core.errors import ConfigError
 from attd_core.interfaces import InnerObjective, Shift, TTAStrategy
 from attd_core.model import BoundModel
-from attd_core.runtime.batching import LengthGroupedBatches, example_lengths
+from attd_core.runtime.batching import task_loader
 from attd_core.runtime.progress import progress_bar
 
 
@@ -102,7 +101,7 @@ def evaluate(
     """
     if len(examples) == 0:
         raise ConfigError(f"split {split!r} is empty: nothing to evaluate")
-    loader = _loader(bound, examples, batch_size)
+    loader = task_loader(bound.task, examples, batch_size)
     bound.model.eval()
     bound.reset_generator()
     if hasattr(strategy, "reset"):
@@ -115,7 +114,9 @@ def evaluate(
     started = time.perf_counter()
     with frozen(bound.model), progress_bar(console) as progress:
         if getattr(strategy, "needs_calibration", False):
-            batches = (batch.to(device) for batch in _loader(bound, calibration, batch_size))
+            batches = (
+                batch.to(device) for batch in task_loader(bound.task, calibration, batch_size)
+            )
             strategy.calibrate(bound, batches, objective)
         bar = progress.add_task(f"eval {tta}", total=len(loader), status="")
         for batch in loader:
@@ -140,16 +141,6 @@ def evaluate(
     metrics = {key: value / len(steps) for key, value in sums.items()}
     uses_labels = bool(getattr(strategy, "uses_labels", False))
     return EvalResult(tta, split, metrics, steps, seconds, stats, uses_labels, parameters)
-
-
-def _loader(bound: BoundModel, examples: Sequence[Any], batch_size: int) -> DataLoader:
-    lengths = example_lengths(bound.task, examples) if len(examples) else None
-    batching: dict[str, Any] = (
-        {"batch_size": batch_size}
-        if lengths is None
-        else {"batch_sampler": LengthGroupedBatches(lengths, batch_size)}
-    )
-    return DataLoader(examples, collate_fn=bound.task.preprocess, **batching)
 
 
 @contextmanager

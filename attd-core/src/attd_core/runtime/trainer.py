@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from attd_core.errors import ConfigError
 from attd_core.interfaces import Batch, Task
-from attd_core.runtime.batching import LengthGroupedBatches, example_lengths
+from attd_core.runtime.batching import task_loader
 from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.progress import progress_bar
@@ -56,20 +56,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 def train_loader(task: Task, config: TrainConfig, seed: int) -> DataLoader:
     """Shuffled batches of the `train` split, grouped by length when the task can measure it."""
-    examples = task.load_split("train")
-    generator = torch.Generator().manual_seed(seed)
-    lengths = example_lengths(task, examples) if config.group_by_length else None
-    if lengths is None:
-        loader = DataLoader(
-            examples,
-            batch_size=config.batch_size,
-            shuffle=True,
-            collate_fn=task.preprocess,
-            generator=generator,
-        )
-    else:
-        batches = LengthGroupedBatches(lengths, config.batch_size, generator)
-        loader = DataLoader(examples, batch_sampler=batches, collate_fn=task.preprocess)
+    loader = task_loader(
+        task,
+        task.load_split("train"),
+        config.batch_size,
+        generator=torch.Generator().manual_seed(seed),
+        group_by_length=config.group_by_length,
+    )
     if len(loader) == 0:
         raise ConfigError("the task's 'train' split is empty: nothing to train on")
     return loader
