@@ -8,6 +8,7 @@ pydantic model that validates the component's options (CLI `--set`, YAML, spec s
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -102,10 +103,21 @@ class TaskSpec(PluginSpec):
 
     `run_defaults` are dotted run-config overrides (e.g. `{"train.epochs": 2}`) applied
     before user files, so that `attd run --task NAME` works well with no flags.
+    `presets` are named sets of such overrides (e.g. `paper`: the published settings),
+    chosen with `--preset NAME` and applied on top of `run_defaults`.
     """
 
     kind: ClassVar[str] = "task"
     run_defaults: dict[str, Any] = Field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_names(cls, presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        bad = [name for name in presets if not re.fullmatch(_NAME_PATTERN, name)]
+        if bad:
+            raise ValueError(f"preset names must match {_NAME_PATTERN}, got {bad}")
+        return presets
 
 
 class StrategySpec(PluginSpec):

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attd_core import PluginSpec, TaskSpec, hookimpl
-from attd_tasks_lra.listops.options import ListOpsOptions
+from attd_core import PluginSpec, hookimpl
+from attd_tasks_lra.listops.specs import SPECS as LISTOPS
+from attd_tasks_lra.natural.specs import SPECS as NATURAL
+from attd_tasks_lra.pathfinder.specs import SPECS as PATHFINDER
+
+SPECS: tuple[PluginSpec, ...] = (*LISTOPS, *PATHFINDER, *NATURAL)
 
 
 @hookimpl
 def attd_register(register: Callable[[PluginSpec], None]) -> None:
-    register(
-        TaskSpec(
-            name="listops",
-            summary="LRA ListOps: value of a nested MAX/MIN/MED/SM expression (10 classes)",
-            factory="attd_tasks_lra.listops.task:ListOpsTask",
-            config=ListOpsOptions,
-            # S4 trains ListOps at lr 0.01; with it one epoch of the small preset reaches
-            # ~36% on 2 CPU cores in about a minute (1e-3 stays near the majority class).
-            run_defaults={"train.lr": 0.01},
-        )
-    )
+    for spec in SPECS:
+        register(spec)

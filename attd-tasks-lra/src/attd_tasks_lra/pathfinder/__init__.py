@@ -1,0 +1,1 @@
+"""Pathfinder and Path-X: the LRA generator, the official-data loader and the tasks."""
