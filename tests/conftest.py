@@ -7,6 +7,7 @@ pytest plugin, `attd_core.testing`, which pytest loads through its `pytest11` en
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -15,6 +16,8 @@ import attd_core
 # pytest.ini cannot set environment variables; set them before any test imports datasets.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Generated LRA data go to a fresh folder per session, never the user's cache.
+os.environ["ATTD_CACHE_DIR"] = tempfile.mkdtemp(prefix="attd-test-cache-")
 
 
 @pytest.fixture

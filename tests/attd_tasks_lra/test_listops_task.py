@@ -45,17 +45,17 @@ def test_max_tokens_truncates_keeping_eos():
     assert batch.inputs.shape == (1, 16) and batch.inputs[0, -1] == task.tokenizer.eos_id
 
 
-def test_lra_tsv_files_load_from_data_dir(tmp_path):
+def test_lra_tsv_files_load_from_a_folder(tmp_path):
     rows = {"train": "( ( [MAX 2 ) 9 ) ]\t9", "val": "( ( [MIN 2 ) 9 ) ]\t2", "test": "3\t3"}
     for split, row in rows.items():
         (tmp_path / f"basic_{split}.tsv").write_text(f"Source\tTarget\n{row}\n")
-    task = get_plugin_manager().create("task", "listops", {"data_dir": tmp_path})
+    task = get_plugin_manager().create("task", "listops", {"dataset": str(tmp_path)})
     assert task.load_split("validation")[0] == {"Source": "( ( [MIN 2 ) 9 ) ]", "Target": 2}
     assert task.preprocess([task.load_split("train")[0]]).labels.tolist() == [9]
 
 
 def test_missing_tsv_files_are_named(tmp_path):
-    task = get_plugin_manager().create("task", "listops", {"data_dir": tmp_path})
+    task = get_plugin_manager().create("task", "listops", {"dataset": str(tmp_path)})
     with pytest.raises(ConfigError, match="basic_train.tsv"):
         task.load_split("train")
 
@@ -70,3 +70,22 @@ def test_sequence_length_matches_the_encoded_length():
     for example in task.load_split("train"):
         batch = task.preprocess([example])
         assert task.sequence_length(example) == batch.inputs.shape[1]
+
+
+def test_an_unreachable_hub_dataset_is_a_config_error():
+    task = get_plugin_manager().create("task", "listops", {"dataset": "nobody-here/no-listops"})
+    with pytest.raises(ConfigError, match="cannot load Hub dataset 'nobody-here/no-listops'"):
+        task.load_split("test")
+
+
+def test_generated_splits_are_cached_and_read_back(tmp_path):
+    options = {**TINY, "cache_dir": tmp_path}
+    first = get_plugin_manager().create("task", "listops", options).load_split("test")
+    (folder,) = (tmp_path / "listops").iterdir()
+    assert sorted(path.name for path in folder.iterdir()) == ["config.json", "test.arrow"]
+    again = get_plugin_manager().create("task", "listops", options).load_split("test")
+    assert again.cache_files[0]["filename"] == str(folder / "test.arrow")
+    assert again.to_list() == first.to_list()
+    reseeded = get_plugin_manager().create("task", "listops", {**options, "seed": 1})
+    reseeded.load_split("test")
+    assert len(list((tmp_path / "listops").iterdir())) == 2

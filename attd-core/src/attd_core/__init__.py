@@ -105,6 +105,7 @@ _LAZY = {
     "MetricsWriter": "attd_core.runtime.metrics",
     "atomic_write_text": "attd_core.runtime.files",
     "fsync_file": "attd_core.runtime.files",
+    "progress_bar": "attd_core.runtime.progress",
 }
 
 
