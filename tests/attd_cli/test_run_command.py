@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner, Result
 
@@ -107,10 +108,26 @@ def test_run_trains_evaluates_and_prints_the_results(manager, tmp_path):
     assert (out / "checkpoint" / "model.safetensors").is_file()
 
 
+def test_run_evaluates_under_a_shift_and_records_it(manager, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        manager, "run", "--task", "parity", "--shift", "token-substitution:5", *TINY,
+        "--set", "train.max_steps=1", "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parity (token-substitution:5)" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shift"] == "token-substitution:5"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["eval"]["shift"] == "token-substitution:5"
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
         (["--task", "nope"], ["unknown task 'nope'; available: parity"]),
+        (["--shift", "blur:2"], ["unknown shift 'blur'"]),
+        (["--preset", "paper"], ["task 'parity' has no preset 'paper' (presets: none)"]),
         (
             ["--backbone", "nope"],
             ["unknown backbone 'nope'; available: hybrid, mamba, transformer"],

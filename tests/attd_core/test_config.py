@@ -41,6 +41,7 @@ class ToyPlugin:
                 factory="nowhere:Toy",
                 config=ToyOptions,
                 run_defaults={"train.epochs": 5, "train.lr": 0.01, "task.depth": 4},
+                presets={"paper": {"train.epochs": 50, "task.depth": 10, "task.mode": "b"}},
             )
         )
         register(
@@ -106,6 +107,28 @@ def test_precedence_defaults_task_files_sets_flags(manager, tmp_path):
     assert config.train.batch_size == 7  # a deep merge keeps keys later layers leave alone
     assert config.task.model_extra == {"depth": 9, "mode": "b"}
     assert config.runtime.seed == 3  # the explicit flag beats --set
+
+
+def test_a_preset_lies_between_the_run_defaults_and_user_layers(manager):
+    config = resolve(manager, preset="paper", overrides=["task.depth=7"]).config
+    assert config.train.epochs == 50 and config.train.lr == 0.01
+    assert config.task.model_extra == {"depth": 7, "mode": "b"}
+
+
+def test_an_unknown_preset_lists_the_task_presets(manager):
+    with pytest.raises(ConfigError, match="task 'toy' has no preset 'fast' \\(presets: paper\\)"):
+        resolve(manager, preset="fast")
+
+
+def test_a_shift_is_validated_and_canonical(manager):
+    resolved = resolve(manager, shift="token-deletion:severity=5")
+    assert resolved.config.eval.shift == "token-deletion:5"
+    assert resolved.shift is not None and resolved.shift.spec.name == "token-deletion"
+    assert resolve(manager).shift is None
+    with pytest.raises(UnknownComponentError, match="unknown shift 'blurry'"):
+        resolve(manager, shift="blurry:2")
+    with pytest.raises(ConfigError, match="severity"):
+        resolve(manager, overrides=["eval.shift=token-deletion:9"])
 
 
 def test_cli_tta_flag_replaces_the_file_list(manager, tmp_path):

@@ -37,6 +37,13 @@ Overrides = Annotated[
         "(repeatable; YAML value).",
     ),
 ]
+Preset = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="The task's named settings, e.g. paper (see list-plugins); --set still wins.",
+    ),
+]
 RunDir = Annotated[str, typer.Argument(metavar="RUN_DIR", help="A finished run's folder.")]
 
 
@@ -124,6 +131,15 @@ def create_app(manager: PluginManager) -> typer.Typer:
             str | None, typer.Option(metavar="NAME", help="Backbone (default: mamba).")
         ] = None,
         tta: TtaSpecs = None,
+        preset: Preset = None,
+        shift: Annotated[
+            str | None,
+            typer.Option(
+                "--shift",
+                metavar="SPEC",
+                help="Evaluate under this shift, e.g. token-deletion:3 (see list-plugins).",
+            ),
+        ] = None,
         config: Annotated[
             list[str] | None,
             typer.Option(
@@ -151,6 +167,8 @@ def create_app(manager: PluginManager) -> typer.Typer:
             task=task,
             backbone=backbone,
             tta=tta or [],
+            preset=preset,
+            shift=shift,
             config_files=config or [],
             overrides=overrides or [],
             seed=seed,

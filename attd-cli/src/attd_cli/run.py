@@ -23,6 +23,8 @@ def run(
     task: str | None,
     backbone: str | None,
     tta: Sequence[str],
+    preset: str | None,
+    shift: str | None,
     config_files: Sequence[str],
     overrides: Sequence[str],
     seed: int | None,
@@ -36,6 +38,8 @@ def run(
         task=task,
         backbone=backbone,
         tta=tta,
+        preset=preset,
+        shift=shift,
         config_files=config_files,
         overrides=overrides,
         seed=seed,
@@ -47,6 +51,7 @@ def run(
         "backbone": resolved.backbone.canonical,
         "adapter": resolved.adapter_text,
         "tta": ", ".join(choice.canonical for choice in resolved.tta),
+        "shift": config.eval.shift or "none (clean data)",
         "train": (
             f"epochs={config.train.epochs} max_steps={config.train.max_steps} "
             f"batch_size={config.train.batch_size} lr={config.train.lr}"
@@ -70,7 +75,8 @@ def result_table(summary: dict[str, Any]) -> Table:
     modelling, ...) and the cost, as `summary.json` holds them."""
     entries = summary["eval"]
     names = list(dict.fromkeys(name for entry in entries.values() for name in _metrics(entry)))
-    table = Table("tta", *names, "mean k", "seconds", "n", title=escape(summary["task"]))
+    title = summary["task"] + (f" ({summary['shift']})" if summary.get("shift") else "")
+    table = Table("tta", *names, "mean k", "seconds", "n", title=escape(title))
     for canonical, result in entries.items():
         metrics = _metrics(result)
         table.add_row(

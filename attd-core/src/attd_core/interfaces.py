@@ -328,6 +328,9 @@ class Shift(Protocol):
     """A test-time distribution shift: a transformed copy of a batch, for evaluation only.
 
     `generator` makes the corruption reproducible; the batch passed in is not changed.
+    A shift that draws different examples instead (harder instances of a generated
+    task) also defines `load_split(task, split)`, which the evaluator then reads in
+    place of `task.load_split(split)`; its `apply` returns the batch unchanged.
     """
 
     def apply(self, batch: Batch, generator: Any) -> Batch: ...

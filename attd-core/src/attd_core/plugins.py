@@ -62,6 +62,12 @@ class PluginRow:
     load_ms: float = field(default=0.0)
 
 
+def _summary(spec: PluginSpec) -> str:
+    """The spec's summary; a task with presets names them, so that users find `--preset`."""
+    presets = getattr(spec, "presets", None)
+    return f"{spec.summary} (presets: {', '.join(presets)})" if presets else spec.summary
+
+
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -242,7 +248,7 @@ class PluginManager:
                 reg.plugin.version,
                 kind,
                 name,
-                reg.spec.summary,
+                _summary(reg.spec),
                 "ok",
                 round(reg.plugin.load_seconds * 1000, 1),
             )

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attd_core import PluginSpec, hookimpl
+from attd_core import PluginSpec, ShiftSpec, hookimpl
 from attd_tasks_lra.listops.specs import SPECS as LISTOPS
 from attd_tasks_lra.natural.specs import SPECS as NATURAL
 from attd_tasks_lra.pathfinder.specs import SPECS as PATHFINDER
+from attd_tasks_lra.shifts import HarderOptions
 
-SPECS: tuple[PluginSpec, ...] = (*LISTOPS, *PATHFINDER, *NATURAL)
+HARDER = ShiftSpec(
+    name="harder",
+    summary="Harder generated instances: deeper, longer ListOps trees; longer Pathfinder "
+    "contours, more distractors (severity 1-5)",
+    factory="attd_tasks_lra.shifts:HarderInstances",
+    config=HarderOptions,
+)
+SPECS: tuple[PluginSpec, ...] = (*LISTOPS, *PATHFINDER, *NATURAL, HARDER)
 
 
 @hookimpl

@@ -1,8 +1,9 @@
 """The run configuration: layered sources merged in a fixed order, then validated.
 
-Precedence, lowest first: built-in defaults, the task's `run_defaults`, YAML files in
-the order given, `--set key.path=value` overrides, explicit CLI flags. Every error is a
-`ConfigError` that names the key path (or file), the bad value and what is allowed.
+Precedence, lowest first: built-in defaults, the task's `run_defaults`, the task's
+preset chosen with `--preset` (if any), YAML files in the order given, `--set
+key.path=value` overrides, explicit CLI flags. Every error is a `ConfigError` that
+names the key path (or file), the bad value and what is allowed.
 This module imports no torch: the CLI resolves (and rejects) a config before loading it.
 """
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from attd_core.errors import ConfigError, describe_validation_error
 from attd_core.plugins import PluginManager
 from attd_core.spec_strings import ComponentChoice, canonical_text, parse_component
+from attd_core.specs import TaskSpec
 
 COMPONENT_PATHS: dict[tuple[str, ...], str] = {
     ("task",): "task",
@@ -112,6 +114,9 @@ class EvalConfig(_Section):
         "validation", description="Split that calibrates untrained controllers."
     )
     calibration_limit: int = Field(256, ge=1, description="Calibration examples used.")
+    shift: str | None = Field(
+        None, description="Evaluate under this test-time shift, e.g. token-deletion:3."
+    )
 
     @field_validator("tta", mode="before")
     @classmethod
@@ -149,6 +154,7 @@ class ResolvedConfig:
     objective: ComponentChoice
     tta: tuple[ComponentChoice, ...]
     training_strategy: ComponentChoice | None = None
+    shift: ComponentChoice | None = None
 
     @property
     def adapter_text(self) -> str:
@@ -170,16 +176,19 @@ def resolve_run_config(
     overrides: Iterable[str] = (),
     seed: int | None = None,
     output_dir: str | Path | None = None,
+    shift: str | None = None,
+    preset: str | None = None,
 ) -> ResolvedConfig:
     """Merge every source in precedence order and validate the result against the plugins."""
     user_layers = [load_yaml_file(path) for path in config_files]
     user_layers += [parse_override(text) for text in overrides]
-    user_layers.append(_flag_layer(task, backbone, tta, seed, output_dir))
+    user_layers.append(_flag_layer(task, backbone, tta, seed, output_dir, shift))
     user_layers = [_normalise_components(layer) for layer in user_layers]
 
     task_spec = manager.get("task", _task_name(user_layers, manager))
+    task_layers = [task_spec.run_defaults, task_preset(task_spec, preset)]
     merged: dict[str, Any] = _default_layer()
-    for layer in [_normalise_components(nest_dotted(task_spec.run_defaults)), *user_layers]:
+    for layer in [*(_normalise_components(nest_dotted(t)) for t in task_layers), *user_layers]:
         merged = merge_layers(merged, layer)
 
     try:
@@ -195,6 +204,9 @@ def resolve_run_config(
     requested = _unique(parse_component(text, "strategy", manager) for text in config.eval.tta)
     strategies = _unique([parse_component("none", "strategy", manager), *requested])
     training = _training_strategy(manager, config.train)
+    shift_choice = None
+    if config.eval.shift is not None:
+        shift_choice = parse_component(config.eval.shift, "shift", manager)
 
     filled = config.model_copy(
         update={
@@ -209,6 +221,7 @@ def resolve_run_config(
                 update={
                     "objective": _filled(objective_choice),
                     "tta": [choice.canonical for choice in requested],
+                    "shift": None if shift_choice is None else shift_choice.canonical,
                 }
             ),
         }
@@ -225,6 +238,7 @@ def resolve_run_config(
         objective_choice,
         tuple(strategies),
         training,
+        shift_choice,
     )
 
 
@@ -291,8 +305,10 @@ def _flag_layer(
     tta: Sequence[str],
     seed: int | None,
     output_dir: str | Path | None,
+    shift: str | None,
 ) -> dict[str, Any]:
     flat: dict[str, Any] = {
+        "eval.shift": shift,
         "task.name": task,
         "model.backbone.name": backbone,
         "eval.tta": list(tta) or None,
@@ -360,6 +376,16 @@ def _normalise_components(layer: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(node, dict) and isinstance(node.get(leaf), list):
             node[leaf] = [{"name": item} if isinstance(item, str) else item for item in node[leaf]]
     return result
+
+
+def task_preset(spec: TaskSpec, preset: str | None) -> dict[str, Any]:
+    """The dotted overrides of the task's preset `preset` (none: no overrides)."""
+    if preset is None:
+        return {}
+    if preset not in spec.presets:
+        known = ", ".join(spec.presets) or "none"
+        raise ConfigError(f"task {spec.name!r} has no preset {preset!r} (presets: {known})")
+    return spec.presets[preset]
 
 
 def _task_name(layers: Sequence[Mapping[str, Any]], manager: PluginManager) -> str:

@@ -95,10 +95,12 @@ def run_experiment(
             },
             extra=extra,
         )
-        results = evaluate_strategies(parts, config, device, metrics, console)
+        shift = None if resolved.shift is None else resolved.shift.create()
+        results = evaluate_strategies(parts, config, device, metrics, console, shift=shift)
 
     summary = {
         "task": config.task.name,
+        "shift": config.eval.shift,
         "eval": {canonical: result.summary() for canonical, result in results.items()},
         "backbone": resolved.backbone.canonical,
         "adapter": resolved.adapter_text,
@@ -213,12 +215,18 @@ def evaluate_strategies(
     console: Console | None,
     shift: Shift | None = None,
 ) -> dict[str, EvalResult]:
-    """Every strategy on the same examples, with the same initial adapter states."""
-    examples = _limited(parts.task.load_split(config.eval.split), config.eval.limit)
+    """Every strategy on the same examples, with the same initial adapter states.
+
+    A `shift` that draws other examples (harder instances) supplies the split itself.
+    """
+    load_split = getattr(shift, "load_split", None)
+    split = config.eval.split
+    examples = load_split(parts.task, split) if load_split else parts.task.load_split(split)
+    examples = _limited(examples, config.eval.limit)
     calibration: Any = ()
     if any(getattr(s, "needs_calibration", False) for s in parts.strategies.values()):
-        split = parts.task.load_split(config.eval.calibration_split)
-        calibration = _limited(split, config.eval.calibration_limit)
+        held_out = parts.task.load_split(config.eval.calibration_split)
+        calibration = _limited(held_out, config.eval.calibration_limit)
     results = {}
     for canonical, strategy in parts.strategies.items():
         results[canonical] = evaluate(
