@@ -6,7 +6,13 @@ import numpy as np
 import torch
 
 from attd_core import Batch
-from attd_vision import ImageCollator, PatchesOptions, PixelsOptions, collate_encoded
+from attd_vision import (
+    IMAGE_SIZE_KEY,
+    ImageCollator,
+    PatchesOptions,
+    PixelsOptions,
+    collate_encoded,
+)
 from attd_vision.encoders import PatchEncoder, PixelEncoder
 
 
@@ -41,3 +47,25 @@ def test_float_sequences_are_padded_with_zeros():
     assert batch.inputs.shape == (2, 3, 1)
     assert batch.inputs[0, :, 0].tolist() == [1.0, 0.0, 0.0]
     assert batch.mask.tolist() == [[True, False, False], [True] * 3]
+
+
+def test_pixel_batches_carry_each_images_height_and_width():
+    collate = ImageCollator(PixelEncoder(PixelsOptions(color="rgb")))
+    batch = collate([np.ones((1, 2, 3), np.uint8), np.ones((3, 2, 3), np.uint8)], [0, 1])
+    sizes = batch.aux[IMAGE_SIZE_KEY]
+    assert IMAGE_SIZE_KEY == "image_size" and sizes.dtype == torch.long
+    assert sizes.tolist() == [[1, 2], [3, 2]] and batch.inputs.shape == (2, 18)
+    assert batch.select(torch.tensor([1])).aux[IMAGE_SIZE_KEY].tolist() == [[3, 2]]
+    floats = ImageCollator(PixelEncoder(PixelsOptions(dtype="float")))([np.ones((2, 5), np.uint8)])
+    assert floats.aux[IMAGE_SIZE_KEY].tolist() == [[2, 5]]
+
+
+def test_patch_batches_and_plain_encodings_carry_no_image_size():
+    collate = ImageCollator(PatchEncoder(PatchesOptions(patch_size=2)))
+    assert collate([np.zeros((4, 4), np.uint8)]).aux == {}
+    tokens = torch.arange(4)
+    assert collate_encoded([(tokens, None, {})]).aux == {}
+    mixed = [(tokens, None, {IMAGE_SIZE_KEY: (2, 2)}), (tokens, None, {})]
+    assert collate_encoded(mixed).aux == {}
+    given = collate_encoded([(tokens, None, {IMAGE_SIZE_KEY: (2, 2)})] * 3)
+    assert given.aux[IMAGE_SIZE_KEY].tolist() == [[2, 2]] * 3

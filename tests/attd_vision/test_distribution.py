@@ -32,6 +32,7 @@ def test_registering_imports_no_heavy_module():
         "manager = attd_core.PluginManager(autoload=False, environ={})\n"
         "manager.add_plugin(_plugin, name='vision')\n"
         "assert manager.names('task') == ['image-classification']\n"
+        "assert 'gaussian-noise' in manager.names('shift')\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -32,7 +32,7 @@ def test_integer_pixels_are_the_values_in_row_major_order():
     tokens, mask, metadata = pixels().encode(GRAY)
     assert tokens.dtype == torch.long and tokens.tolist() == [0, 10, 20, 30, 40, 255]
     assert mask.dtype == torch.bool and mask.tolist() == [True] * 6
-    assert metadata == {"height": 2, "width": 3, "channels": 1}
+    assert metadata == {"height": 2, "width": 3, "channels": 1, "image_size": (2, 3)}
 
 
 def test_integer_pixels_have_a_pad_token_outside_the_values():
@@ -45,7 +45,7 @@ def test_rgb_integer_pixels_interleave_the_channels():
     image = np.array([[[1, 2, 3], [4, 5, 6]]], dtype=np.uint8)
     tokens, mask, metadata = pixels(color="rgb").encode(image)
     assert tokens.tolist() == [1, 2, 3, 4, 5, 6] and mask.shape == (6,)
-    assert metadata == {"height": 1, "width": 2, "channels": 3}
+    assert metadata == {"height": 1, "width": 2, "channels": 3, "image_size": (1, 2)}
     assert pixels(color="rgb").sequence_length(1, 2) == 6
 
 

@@ -39,6 +39,8 @@ def digits() -> ImageClassificationTask:
 def test_the_plugin_registers_the_task_and_both_encoders(manager):
     assert manager.names("task") == ["image-classification"]
     assert manager.names("encoder") == ["patches", "pixels"]
+    pixel_shifts = {"gaussian-noise", "contrast", "gaussian-blur", "occlusion"}
+    assert pixel_shifts <= set(manager.names("shift"))
     spec = manager.get("task", "image-classification")
     assert spec.factory == "attd_vision.task:ImageClassificationTask"
     assert {"train.epochs", "train.lr"} <= set(spec.run_defaults)

@@ -10,10 +10,12 @@ import importlib
 from typing import Any
 
 from attd_vision.options import (
+    IMAGE_SIZE_KEY,
     PIXEL_PAD_ID,
     PIXEL_VOCAB_SIZE,
     ImageClassificationOptions,
     PatchesOptions,
+    PixelShiftOptions,
     PixelsOptions,
 )
 
@@ -27,6 +29,10 @@ _LAZY = {
     "ImageClassificationTask": "attd_vision.task",
     "load_digits": "attd_vision.data",
     "to_array": "attd_vision.images",
+    "GaussianNoise": "attd_vision.shifts",
+    "Contrast": "attd_vision.shifts",
+    "GaussianBlur": "attd_vision.shifts",
+    "Occlusion": "attd_vision.shifts",
 }
 
 
@@ -40,10 +46,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "IMAGE_SIZE_KEY",
     "PIXEL_PAD_ID",
     "PIXEL_VOCAB_SIZE",
     "ImageClassificationOptions",
     "PatchesOptions",
+    "PixelShiftOptions",
     "PixelsOptions",
     "__version__",
     *_LAZY,

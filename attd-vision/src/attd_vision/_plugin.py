@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attd_core import EncoderSpec, PluginSpec, TaskSpec, hookimpl
-from attd_vision.options import ImageClassificationOptions, PatchesOptions, PixelsOptions
+from attd_core import EncoderSpec, PluginSpec, ShiftSpec, TaskSpec, hookimpl
+from attd_vision.options import (
+    ImageClassificationOptions,
+    PatchesOptions,
+    PixelShiftOptions,
+    PixelsOptions,
+)
 
 SPECS: tuple[PluginSpec, ...] = (
     EncoderSpec(
@@ -31,6 +36,30 @@ SPECS: tuple[PluginSpec, ...] = (
         # 0.02 diverges, 0.005 or larger batches or more weight decay do no better), and
         # 20 epochs train in ~30 s on 2 CPU cores: about a minute for the whole run.
         run_defaults={"train.epochs": 20, "train.lr": 0.01},
+    ),
+    ShiftSpec(
+        name="gaussian-noise",
+        summary="Add Gaussian noise to each image's pixels (pixels encoder)",
+        factory="attd_vision.shifts:GaussianNoise",
+        config=PixelShiftOptions,
+    ),
+    ShiftSpec(
+        name="contrast",
+        summary="Lower each image's contrast toward its mean (pixels encoder)",
+        factory="attd_vision.shifts:Contrast",
+        config=PixelShiftOptions,
+    ),
+    ShiftSpec(
+        name="gaussian-blur",
+        summary="Blur each image with a Gaussian kernel (pixels encoder)",
+        factory="attd_vision.shifts:GaussianBlur",
+        config=PixelShiftOptions,
+    ),
+    ShiftSpec(
+        name="occlusion",
+        summary="Cover a square of each image with its mean color (pixels encoder)",
+        factory="attd_vision.shifts:Occlusion",
+        config=PixelShiftOptions,
     ),
 )
 

@@ -4,6 +4,10 @@ Images of one size give sequences of one length: they are stacked with no paddin
 an all-True mask (the mask is always a tensor, so every consumer sees real-token
 positions the same way). Sequences of different lengths are right-padded with the
 encoder's pad value (the pad id for integer tokens, 0.0 for floats), masked False.
+
+When every item's metadata holds `image_size` (the `pixels` encoder: one token per
+pixel), the batch carries `aux["image_size"]`, a `(B, 2)` long tensor of each sample's
+`(height, width)`: what the pixel shifts need to see a sequence as an image.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import Tensor
 
 from attd_core import Batch, Encoder
+from attd_vision.options import IMAGE_SIZE_KEY
 
 
 def collate_encoded(
@@ -23,7 +28,12 @@ def collate_encoded(
     *,
     pad_value: int | float = 0,
 ) -> Batch:
-    """Stack (or right-pad) `encode` outputs: `(B, L)` tokens or `(B, L, C)` floats."""
+    """Stack (or right-pad) `encode` outputs: `(B, L)` tokens or `(B, L, C)` floats.
+
+    If every item's metadata has `image_size` = `(height, width)`, which an encoder
+    gives only when each token is one pixel (integer RGB: one channel value of a pixel),
+    `aux[IMAGE_SIZE_KEY]` holds them as a `(B, 2)` long tensor.
+    """
     if not encoded:
         raise ValueError("cannot collate an empty batch")
     tokens = [item[0] for item in encoded]
@@ -42,7 +52,14 @@ def collate_encoded(
             inputs[row, : seq.shape[0]] = seq
             mask[row, : seq.shape[0]] = seq_mask.bool()
     target = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
-    return Batch(inputs=inputs, mask=mask, labels=target)
+    infos = [item[2] if len(item) > 2 and item[2] else {} for item in encoded]
+    sizes = [info.get(IMAGE_SIZE_KEY) for info in infos]
+    aux: dict[str, Any] = {}
+    if all(size is not None for size in sizes):
+        aux[IMAGE_SIZE_KEY] = torch.tensor([tuple(size) for size in sizes], dtype=torch.long)
+        if aux[IMAGE_SIZE_KEY].shape != (len(tokens), 2):
+            raise ValueError(f"{IMAGE_SIZE_KEY} must be (height, width) per image: {sizes}")
+    return Batch(inputs=inputs, mask=mask, labels=target, aux=aux)
 
 
 class ImageCollator:

@@ -5,7 +5,9 @@
 `patches` cuts it into non-overlapping P x P patches, read in row-major patch order,
 each flattened row-major with channels last into `P * P * channels` floats.
 Floats are `(value / 255 - mean) / std` per channel. The mask is all True (an image has
-no padding); metadata holds the encoded image's `height`, `width` and `channels`.
+no padding); metadata holds the encoded image's `height`, `width` and `channels`, and
+for `pixels` (one token per pixel) also `image_size` = `(height, width)`, which the
+collator stacks into `Batch.aux["image_size"]` for the pixel shifts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from torch import Tensor
 
 from attd_core import ConfigError, InputSpec, describe_validation_error
 from attd_vision.images import to_array
-from attd_vision.options import PIXEL_PAD_ID, PIXEL_VOCAB_SIZE, PatchesOptions, PixelsOptions
+from attd_vision.options import (
+    IMAGE_SIZE_KEY,
+    PIXEL_PAD_ID,
+    PIXEL_VOCAB_SIZE,
+    PatchesOptions,
+    PixelsOptions,
+)
 
 
 class _ImageEncoder:
@@ -73,13 +81,19 @@ class PixelEncoder(_ImageEncoder):
         return height * width * per_pixel
 
     def encode(self, raw: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        """`(L,)` long tokens or `(L, channels)` floats, an `(L,)` all-True mask, metadata."""
+        """`(L,)` long tokens or `(L, channels)` floats, an `(L,)` all-True mask, metadata.
+
+        Metadata also gives `image_size` = `(height, width)`: every token is one pixel
+        (or one channel value of a pixel for integer RGB), so pixel shifts can use it.
+        """
         pixels = self.pixels(raw)
         if self.options.dtype == "int":
             tokens = torch.from_numpy(pixels.reshape(-1).astype(np.int64))
         else:
             tokens = torch.from_numpy(self.normalise(pixels).reshape(-1, pixels.shape[-1]))
-        return tokens, torch.ones(tokens.shape[0], dtype=torch.bool), self._metadata(pixels)
+        metadata = self._metadata(pixels)
+        metadata[IMAGE_SIZE_KEY] = (metadata["height"], metadata["width"])
+        return tokens, torch.ones(tokens.shape[0], dtype=torch.bool), metadata
 
 
 class PatchEncoder(_ImageEncoder):

@@ -7,7 +7,7 @@ torch nor datasets, PIL or scikit-learn.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,11 @@ PIXEL_VOCAB_SIZE = 257
 """Integer pixel tokens: the values 0..255, plus the pad token."""
 PIXEL_PAD_ID = 256
 """The pad token of integer pixel sequences (never a pixel value)."""
+IMAGE_SIZE_KEY = "image_size"
+"""`Batch.aux` key of each sample's image geometry: a `(B, 2)` long tensor of
+`(height, width)`, present when every token is one pixel (the `pixels` encoder).
+`collate_encoded` fills it from the encoders' metadata; a task that collates its own
+pixel batches may set it itself. Pixel shifts (`gaussian-noise`, ...) need it."""
 
 
 class _Options(BaseModel):
@@ -108,6 +113,14 @@ BUILT_IN_ENCODERS: dict[str, type[_Normalisation]] = {
     "patches": PatchesSettings,
 }
 """attd-vision's encoders and the options a task's `encoder_options` may give them."""
+
+
+class PixelShiftOptions(_Options):
+    """A pixel-level corruption of the test images (needs the `pixels` encoder)."""
+
+    positional: ClassVar[tuple[str, ...]] = ("severity",)
+
+    severity: int = Field(3, ge=1, le=5, description="1 (mild) to 5 (severe), as ImageNet-C.")
 
 
 class ImageClassificationOptions(_Options):
