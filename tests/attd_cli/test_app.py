@@ -47,7 +47,12 @@ def test_version_names_both_packages(manager):
 
 
 @pytest.mark.parametrize(
-    ("args", "snapshot"), [(["--help"], "attd_help.txt"), (["run", "--help"], "attd_run_help.txt")]
+    ("args", "snapshot"),
+    [
+        (["--help"], "attd_help.txt"),
+        (["run", "--help"], "attd_run_help.txt"),
+        (["data", "export", "--help"], "attd_data_export_help.txt"),
+    ],
 )
 def test_help_matches_its_snapshot(manager, args, snapshot):
     result = invoke(manager, *args)

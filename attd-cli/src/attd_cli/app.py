@@ -44,6 +44,17 @@ Preset = Annotated[
         help="The task's named settings, e.g. paper (see list-plugins); --set still wins.",
     ),
 ]
+DataTask = Annotated[
+    str, typer.Option("--task", metavar="NAME", help="The task (see list-plugins).")
+]
+TaskOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a task option, e.g. max_depth=8 (task. prefix optional; repeatable).",
+    ),
+]
 RunDir = Annotated[str, typer.Argument(metavar="RUN_DIR", help="A finished run's folder.")]
 
 
@@ -270,8 +281,86 @@ def create_app(manager: PluginManager) -> typer.Typer:
 
         new_plugin(manager, name, kind=kind, out=out, echo=typer.echo)
 
+    app.add_typer(_data_app(manager), name="data")
     manager.register_commands(app)
     return app
+
+
+def _data_app(manager: PluginManager) -> typer.Typer:
+    """`attd data export|info`: a task's data, as a run with these settings would see them."""
+    data = typer.Typer(
+        help="Export a task's examples or summarise its splits.", no_args_is_help=True
+    )
+
+    @data.command("export")
+    def export_command(
+        task: DataTask,
+        out: Annotated[
+            str, typer.Option("--out", metavar="PATH", help="The JSON-lines file to write.")
+        ],
+        preset: Preset = None,
+        split: Annotated[
+            str, typer.Option(metavar="SPLIT", help="train, validation or test.")
+        ] = "test",
+        limit: Annotated[
+            int | None, typer.Option(metavar="N", min=1, help="Export the first N examples.")
+        ] = None,
+        overrides: TaskOverrides = None,
+    ) -> None:
+        """Write a split's examples as JSON lines (LRA's columns for ListOps; pixels,
+        label, height and width for image tasks)."""
+        from pathlib import Path
+
+        from attd_cli.data import export_data
+
+        path = Path(out)
+        count = export_data(
+            manager,
+            task=task,
+            preset=preset,
+            split=split,
+            limit=limit,
+            overrides=overrides or [],
+            out=path,
+        )
+        typer.echo(f"wrote {count} {split} examples of {task} to {path}")
+
+    @data.command("info")
+    def info_command(
+        task: DataTask,
+        preset: Preset = None,
+        split: Annotated[
+            list[str] | None,
+            typer.Option(metavar="SPLIT", help="Only this split (repeatable; default all)."),
+        ] = None,
+        limit: Annotated[
+            int | None,
+            typer.Option(metavar="N", min=1, help="Measure the first N examples of each split."),
+        ] = None,
+        overrides: TaskOverrides = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Print split sizes, token-length statistics and label balance."""
+        import json
+
+        from rich.console import Console
+
+        from attd_cli.data import data_info, info_table
+
+        info = data_info(
+            manager,
+            task=task,
+            preset=preset,
+            splits=split or [],
+            limit=limit,
+            overrides=overrides or [],
+        )
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+        else:
+            Console().print(info_table(task, info))
+
+    return data
 
 
 def main(argv: list[str] | None = None) -> None:
