@@ -180,6 +180,13 @@ class TextClassificationTask(ClassificationTask):
         tokens = tokens if cap is None else tokens[:cap]
         return tokens or [self.encoder.pad_id]
 
+    def export_record(self, example: dict[str, Any]) -> dict[str, Any]:
+        """One raw example as JSON-ready data for `attd data export`: `{"text", "label"}`,
+        the label as its class id."""
+        self._loaded()
+        label = self._label_id(example[self.options.label_column])
+        return {"text": self._text(example), "label": label}
+
     def preprocess(self, raw_batch: list[dict[str, Any]]) -> Batch:
         self._loaded()
         column = self.options.label_column

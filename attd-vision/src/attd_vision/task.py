@@ -105,6 +105,23 @@ class ImageClassificationTask(ClassificationTask):
 
         return length
 
+    def export_record(self, example: dict[str, Any]) -> dict[str, Any]:
+        """One example as JSON-ready data for `attd data export`, the pixels the task
+        encodes (color and size applied): `{"pixels": [row-major ints 0..255], "label",
+        "height", "width", "channels"}`; RGB interleaves the channels of each pixel."""
+        options = self.options
+        pixels = to_array(
+            example[self.data.image_column], self.color, options.image_size, options.resample
+        )
+        height, width, channels = pixels.shape
+        return {
+            "pixels": pixels.reshape(-1).tolist(),
+            "label": int(example[self.data.label_column]),
+            "height": int(height),
+            "width": int(width),
+            "channels": int(channels),
+        }
+
     def preprocess(self, raw_batch: list[dict[str, Any]]) -> Batch:
         image_column, label_column = self.data.image_column, self.data.label_column
         encoder = self.encoder
