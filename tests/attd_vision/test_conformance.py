@@ -3,12 +3,10 @@ patches) and a local image folder of mixed sizes (padded batches)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
-from attd_vision import IMAGE_SIZE_KEY, _plugin
+from attd_vision import _plugin
 
 testing = pytest.importorskip("attd_core.testing")
 
@@ -18,27 +16,14 @@ def create(**options):
     return manager.create("task", "image-classification", options)
 
 
-class _PadsPixelBatches:
-    """Pixel batches carry `aux["image_size"]`, so the suite's padding check skips
-    unpadded ones (it cannot know whether padding would misalign an aux tensor). The
-    model never reads that key and padding leaves it right: check without it."""
-
-    def test_padding_does_not_change_a_pixel_batch(
-        self, attd_task, attd_model, attd_examples, attd_batch
-    ):
-        assert set(attd_batch.aux) == {IMAGE_SIZE_KEY}
-        stripped = replace(attd_batch, aux={})
-        self.test_padding_does_not_change_a_sample(attd_task, attd_model, attd_examples, stripped)
-
-
-class TestDigitsPixelTokens(_PadsPixelBatches, testing.TaskConformance):
+class TestDigitsPixelTokens(testing.TaskConformance):
     splits = ("train", "validation", "test")
 
     def make_task(self):
         return create(limit_train=16, limit_validation=8, limit_test=8)
 
 
-class TestDigitsFloatPixels(_PadsPixelBatches, testing.TaskConformance):
+class TestDigitsFloatPixels(testing.TaskConformance):
     def make_task(self):
         return create(encoder_options={"dtype": "float"}, limit_train=16, limit_test=8)
 

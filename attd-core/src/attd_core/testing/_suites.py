@@ -452,7 +452,7 @@ class TaskConformance:
         length = attd_batch.mask.shape[1]
         per_token = logits.dim() >= 3 and logits.shape[1] == length
         checked = False
-        if not attd_batch.aux:
+        if not _has_positional_aux(attd_batch, length):
             padded = _pad_right(attd_batch, 3, attd_task.input_spec)
             more, before = self._forward(attd_task, attd_model, padded).logits, logits
             if per_token:  # the three new positions are padding: compare the old ones
@@ -484,7 +484,17 @@ class TaskConformance:
             )
             checked = True
         if not checked:
-            pytest.skip("no sample of the batch is padded and the batch has aux tensors")
+            pytest.skip("no sample of the batch is padded and the batch has per-position aux")
+
+
+def _has_positional_aux(batch: Batch, length: int) -> bool:
+    """Whether an aux tensor may run along the sequence (its second dimension is `length`),
+    so that padding the inputs alone would misalign it; per-sample values such as an image
+    size do not."""
+    return any(
+        getattr(value, "dim", lambda: 0)() >= 2 and value.shape[1] == length
+        for value in batch.aux.values()
+    )
 
 
 def _pad_right(batch: Batch, extra: int, spec: InputSpec) -> Batch:
