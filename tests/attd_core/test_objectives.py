@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -281,21 +281,54 @@ def test_next_token_rejects_float_inputs_and_classification_logits(classifier):
 def test_masked_reconstruction_blanks_a_fraction_of_real_tokens_only():
     objective = MaskedReconstruction(MaskedReconstructionOptions(mask_ratio=0.3))
     batch = make_batch()
-    masked, blank = objective.blanked(batch, pad_id=0)
+    masked, blank = objective.blanked(batch)
     expected = [max(1, round(0.3 * n)) for n in LENGTHS]
     assert blank.sum(1).tolist() == expected
     assert not (blank & ~batch.mask).any()
-    assert (masked.inputs[blank] == 0).all()
     assert torch.equal(masked.inputs[~blank], batch.inputs[~blank])
-    assert masked.mask is batch.mask  # blanked tokens stay real: the model sees a blank
+    assert masked.mask is batch.mask  # replaced tokens stay real
+    for row in range(len(LENGTHS)):  # replacements come from the sample's own tokens
+        own = set(batch.inputs[row][batch.mask[row]].tolist())
+        assert set(masked.inputs[row][blank[row]].tolist()) <= own
+    assert not torch.equal(masked.inputs, batch.inputs)
+
+
+def test_masked_reconstruction_draws_per_sample_whatever_the_padding():
+    objective = MaskedReconstruction(MaskedReconstructionOptions(mask_ratio=0.3))
+    batch = make_batch()
+    masked, blank = objective.blanked(batch)
+    row, length = 1, LENGTHS[1]
+    alone = replace(batch, inputs=batch.inputs[row : row + 1, :length], mask=None)
+    masked_alone, blank_alone = objective.blanked(alone)
+    assert torch.equal(blank_alone[0], blank[row, :length])
+    assert torch.equal(masked_alone.inputs[0], masked.inputs[row, :length])
+
+
+def test_masked_reconstruction_moves_a_fresh_mamba_adapter():
+    """Replaced positions depend on the adapter even in a fresh model, whose norms have
+    zero bias: a pad token's zero embedding would be gated to zero in every Mamba layer
+    there, leaving a constant loss with no gradient."""
+
+    class Padded(TinyClassification):
+        input_spec = InputSpec(vocab_size=VOCAB, pad_id=0)
+
+    torch.manual_seed(0)
+    task = Padded()
+    backbone = MambaBackbone(MambaOptions(d_model=16, n_layers=2, d_state=4))
+    model = AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
+    bound = BoundModel(task, model, {"delta-ssm": DeltaSSMAdapter(DeltaSSMOptions(rank=2))})
+    batch = make_batch()
+    state = moved_state(bound, len(LENGTHS))
+    leaves = [value.requires_grad_() for value in state.values()]
+    loss = loss_of(MaskedReconstruction(), bound, batch, state).sum()
+    gradients = torch.autograd.grad(loss, leaves)
+    assert any(float(g.abs().sum()) > 0 for g in gradients)
 
 
 def test_masked_reconstruction_zeroes_float_inputs():
     inputs = torch.randn(2, 6, 3) + 5
     batch = Batch(inputs, torch.tensor([[True] * 6, [True] * 4 + [False] * 2]))
-    masked, blank = MaskedReconstruction(MaskedReconstructionOptions(mask_ratio=0.5)).blanked(
-        batch, pad_id=0
-    )
+    masked, blank = MaskedReconstruction(MaskedReconstructionOptions(mask_ratio=0.5)).blanked(batch)
     assert blank.sum(1).tolist() == [3, 2]
     assert (masked.inputs[blank] == 0).all() and (masked.inputs[~blank] != 0).all()
 
@@ -304,18 +337,19 @@ def test_masked_reconstruction_compares_blanked_features_with_clean_ones(classif
     objective = MaskedReconstruction(MaskedReconstructionOptions(mask_ratio=0.3))
     batch = make_batch()
     loss = loss_of(objective, classifier, batch, None)
-    masked, blank = objective.blanked(batch, pad_id=0)
+    masked, blank = objective.blanked(batch)
     with torch.no_grad():
         errors = (classifier(masked).features - classifier(batch).features).pow(2).mean(-1)
     expected = torch.stack([errors[i][blank[i]].mean() for i in range(len(LENGTHS))])
     torch.testing.assert_close(loss, expected)
-    assert (loss > 0).all()
+    changed = (masked.inputs != batch.inputs).any(dim=1)
+    assert changed.sum() >= 3 and (loss[changed] > 0).all()
 
 
 def test_masks_and_views_follow_the_seed():
     batch = make_batch()
-    same = [MaskedReconstruction().blanked(batch, 0)[1] for _ in range(2)]
-    other = MaskedReconstruction(MaskedReconstructionOptions(seed=3)).blanked(batch, 0)[1]
+    same = [MaskedReconstruction().blanked(batch)[1] for _ in range(2)]
+    other = MaskedReconstruction(MaskedReconstructionOptions(seed=3)).blanked(batch)[1]
     assert torch.equal(*same) and not torch.equal(same[0], other)
     views = [
         Consistency(ConsistencyOptions(drop_ratio=0.3, seed=seed)).views(batch)[0].mask

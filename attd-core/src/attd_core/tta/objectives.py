@@ -63,6 +63,23 @@ def _random_order(mask: Tensor, seed: int) -> Tensor:
     return scores.argsort(dim=1).argsort(dim=1)
 
 
+def _own_tokens(inputs: Tensor, mask: Tensor, seed: int) -> Tensor:
+    """`(B, L)`: at every real position the token of another real position of its row,
+    drawn at random (a one-token sample keeps its token).
+
+    Like `_random_order`, the draws come from one seeded `(L,)` table indexed by rank, so
+    a sample's draws depend on the seed and its own tokens only.
+    """
+    generator = torch.Generator().manual_seed(seed + 1)
+    table = torch.rand(mask.shape[1], generator=generator).to(mask.device)
+    rank = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+    others = (mask.sum(dim=1, keepdim=True) - 1).clamp_min(0)
+    drawn = torch.minimum((table[rank] * others).long(), (others - 1).clamp_min(0))
+    source_rank = torch.where((drawn >= rank) & (others > 0), drawn + 1, drawn)
+    real_first = (~mask).long().argsort(dim=1, stable=True)  # real positions, in order
+    return inputs.gather(1, real_first.gather(1, source_rank))
+
+
 def _count(mask: Tensor, fraction: float) -> Tensor:
     """`(B, 1)` long: round(fraction * n) for each row's n real tokens."""
     return (fraction * mask.sum(dim=1, keepdim=True)).round().long()
@@ -172,9 +189,11 @@ class MaskedReconstruction:
     The targets are `reference.features`, the unadapted model's features on the clean
     batch (data2vec-style self-distillation), so no decoder head is needed and any task
     can use it. round(`mask_ratio` * n) of a sample's n real tokens (at least one) are
-    replaced by the pad token (zeros for float inputs) while the mask still marks them
-    real, so the model sees a blank token it must fill in from context. The loss is the
-    squared error averaged over the feature dimension and the blanked positions.
+    replaced while the mask still marks them real, so the model must fill them in from
+    context: integer tokens by a random token of the same sample (BERT's random
+    replacement; the pad token would not do, since its embedding is zero and Mamba's
+    gate then zeroes that position whatever the adapter), float inputs by zeros. The
+    loss is the squared error averaged over the feature dimension and those positions.
     """
 
     name = "masked-reconstruction"
@@ -182,15 +201,16 @@ class MaskedReconstruction:
     def __init__(self, options: MaskedReconstructionOptions | None = None) -> None:
         self.options = options or MaskedReconstructionOptions()
 
-    def blanked(self, batch: Batch, pad_id: int) -> tuple[Batch, Tensor]:
-        """The batch with tokens blanked, and the `(B, L)` bool mask of blanked tokens."""
+    def blanked(self, batch: Batch) -> tuple[Batch, Tensor]:
+        """The batch with tokens replaced, and the `(B, L)` bool mask of replaced tokens."""
         mask = _real_mask(batch)
         order = _random_order(mask, self.options.seed)
         blank = (order < _count(mask, self.options.mask_ratio).clamp_min(1)) & mask
         if batch.inputs.is_floating_point():
             inputs = batch.inputs.masked_fill(blank.unsqueeze(-1), 0.0)
         else:
-            inputs = batch.inputs.masked_fill(blank, pad_id)
+            own = _own_tokens(batch.inputs, mask, self.options.seed)
+            inputs = torch.where(blank, own, batch.inputs)
         return replace(batch, inputs=inputs), blank
 
     def __call__(
@@ -204,7 +224,7 @@ class MaskedReconstruction:
             raise ValueError(
                 f"{self.name} needs reference.features (B, L, D); the task's forward returned none"
             )
-        masked, blank = self.blanked(batch, model.input_spec.pad_id)
+        masked, blank = self.blanked(batch)
         features = model(masked, state).features
         if features is None or features.shape != reference.features.shape:
             raise ValueError(
