@@ -6,7 +6,9 @@ pytest plugin, `attd_core.testing`, which pytest loads through its `pytest11` en
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -18,6 +20,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Generated LRA data go to a fresh folder per session, never the user's cache.
 os.environ["ATTD_CACHE_DIR"] = tempfile.mkdtemp(prefix="attd-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ATTD_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
