@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import attd_core
 import attd_core._plugin as core_plugin
 import attd_core.runtime.run as runtime_run
 from attd_cli.app import create_app
-from attd_core import InputSpec, ShiftSpec, TaskSpec, hookimpl
-from attd_core.tasks import ClassificationTask
+from attd_core import ShiftSpec, hookimpl
+from attd_core.testing import ParityPlugin
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 STABLE_ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb", "TERMINAL_WIDTH": None}
@@ -37,29 +36,6 @@ TINY = [
     "--set", "eval.limit=8",
 ]  # fmt: skip
 LIMIT = ["--set", "eval.limit=12"]
-
-
-class ParityOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ParityTask(ClassificationTask):
-    """Two classes: the parity of the token sum; 32 sequences of length 6, vocabulary 3."""
-
-    input_spec = InputSpec(vocab_size=3, pad_id=0)
-    num_classes = 2
-
-    def __init__(self, options: ParityOptions) -> None:
-        self.options = options
-
-    def load_split(self, split: str) -> list[dict[str, Any]]:
-        rng = random.Random(split)
-        rows = [[rng.randint(1, 2) for _ in range(6)] for _ in range(32)]
-        return [{"tokens": row, "label": sum(row) % 2} for row in rows]
-
-    def preprocess(self, raw_batch: list[dict[str, Any]]) -> attd_core.Batch:
-        tokens = [example["tokens"] for example in raw_batch]
-        return self.collate_tokens(tokens, [example["label"] for example in raw_batch])
 
 
 class FlipOptions(BaseModel):
@@ -86,18 +62,9 @@ class FlipShift:
         )
 
 
-class FakePlugin:
+class FlipPlugin:
     @hookimpl
     def attd_register(self, register: Any) -> None:
-        register(
-            TaskSpec(
-                name="parity",
-                summary="parity of the token sum",
-                factory=f"{__name__}:ParityTask",
-                config=ParityOptions,
-                run_defaults={"train.batch_size": 16},
-            )
-        )
         register(
             ShiftSpec(
                 name="flip",
@@ -112,7 +79,8 @@ class FakePlugin:
 def manager() -> attd_core.PluginManager:
     manager = attd_core.PluginManager(autoload=False, environ={})
     manager.add_plugin(core_plugin, name="core", distribution="attd-core")
-    manager.add_plugin(FakePlugin(), name="test")
+    manager.add_plugin(ParityPlugin(), name="parity")
+    manager.add_plugin(FlipPlugin(), name="flip")
     return manager
 
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner, Result
 
 import attd_core
 import attd_core._plugin as core_plugin
 from attd_cli.app import create_app
-from attd_core import InputSpec, TaskSpec, hookimpl
+from attd_core import TaskSpec, hookimpl
 from attd_core.backbones.scan import resolve_backend
-from attd_core.tasks import ClassificationTask
+from attd_core.testing import ParityPlugin
 
 TINY = [
     "--set", "model.backbone.d_model=8",
@@ -26,43 +24,6 @@ TINY = [
     "--set", "model.backbone.d_state=4",
     "--set", "model.adapter.rank=1",
 ]  # fmt: skip
-
-
-class ParityOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ParityTask(ClassificationTask):
-    """Two classes: the parity of the token sum; 32 sequences of length 6, vocabulary 3."""
-
-    input_spec = InputSpec(vocab_size=3, pad_id=0)
-    num_classes = 2
-
-    def __init__(self, options: ParityOptions) -> None:
-        self.options = options
-
-    def load_split(self, split: str) -> list[dict[str, Any]]:
-        rng = random.Random(split)
-        rows = [[rng.randint(1, 2) for _ in range(6)] for _ in range(32)]
-        return [{"tokens": row, "label": sum(row) % 2} for row in rows]
-
-    def preprocess(self, raw_batch: list[dict[str, Any]]) -> attd_core.Batch:
-        tokens = [example["tokens"] for example in raw_batch]
-        return self.collate_tokens(tokens, [example["label"] for example in raw_batch])
-
-
-class ParityPlugin:
-    @hookimpl
-    def attd_register(self, register: Any) -> None:
-        register(
-            TaskSpec(
-                name="parity",
-                summary="parity of the token sum",
-                factory=f"{__name__}:ParityTask",
-                config=ParityOptions,
-                run_defaults={"train.batch_size": 16},
-            )
-        )
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ Factories (they import torch when first used):
 - `new_plugin_manager(**plugins)`: attd-core's built-ins plus `name=module` plugins.
 - `TinyTask`: three classes over a 12-token vocabulary, four variable-length sequences
   per split (so batches are padded).
+- `ParityTask`, and `ParityPlugin` registering it as the task `parity`: two classes,
+  32 short sequences per split, for end-to-end runs of the runtime and the CLI.
 - `tiny_backbone(name="mamba", seed=0, **options)`: a small built-in backbone (`mamba`,
   `transformer` or `hybrid`), in eval mode.
 - `tiny_model(task=None, backbone=None, pooling="masked-mean", seed=0)`: an `AttdModel`.
@@ -94,6 +96,8 @@ _LAZY = {
     name: "attd_core.testing._factories"
     for name in (
         "TinyTask",
+        "ParityTask",
+        "ParityPlugin",
         "tiny_backbone",
         "tiny_model",
         "tiny_bound_model",
