@@ -17,18 +17,10 @@ from typing import Any
 
 from attd_core import PluginSpec, TaskSpec
 from attd_tasks_lra.natural.options import LraImageOptions, LraRetrievalOptions, LraTextOptions
+from attd_tasks_lra.presets import S4
 
 _ALL_DATA = {"task.limit_train": None, "task.limit_validation": None, "task.limit_test": None}
-_S4 = {
-    "model.backbone.d_model": 256,
-    "model.backbone.n_layers": 6,
-    "model.backbone.d_state": 64,
-    "model.pooling": "masked-mean",
-    "train.lr": 0.01,
-    "train.weight_decay": 0.05,
-    "train.warmup_ratio": 0.1,
-    **_ALL_DATA,
-}
+_S4 = {**S4, "train.lr": 0.01, **_ALL_DATA}
 """What the three paper presets share."""
 
 # The first 512 bytes (about 100 words) of 4,000 reviews: one epoch is 125 steps of the
