@@ -34,21 +34,24 @@ def save_checkpoint(
     model: nn.Module,
     metadata: Mapping[str, Any],
     extra: Mapping[str, nn.Module] | None = None,
+    tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write `model`'s weights and `metadata` (config, step, task, ...) atomically.
 
-    `extra` modules (a trained TTA strategy's controller and gate) go to
-    `<name>.safetensors` beside the weights, recorded in the metadata's `extra`.
+    `extra` modules (a trained TTA strategy's controller and gate) and `tensors` (named
+    groups of plain tensors: a training state's optimiser and RNG) go to
+    `<name>.safetensors` beside the weights, recorded with their sizes in `extra`.
     """
     run_dir = Path(run_dir)
     target = run_dir / CHECKPOINT_DIR
     staging = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-", dir=run_dir))
     try:
         files = {
-            WEIGHTS_FILE: model,
-            **{f"{name}.safetensors": m for name, m in (extra or {}).items()},
+            WEIGHTS_FILE: model.state_dict(),
+            **{f"{name}.safetensors": m.state_dict() for name, m in (extra or {}).items()},
+            **{f"{name}.safetensors": group for name, group in (tensors or {}).items()},
         }
-        sizes = {name: _write_weights(staging / name, module) for name, module in files.items()}
+        sizes = {name: _write_tensors(staging / name, group) for name, group in files.items()}
         record = {
             **metadata,
             "format": FORMAT,
@@ -68,8 +71,8 @@ def save_checkpoint(
     return target
 
 
-def _write_weights(path: Path, module: nn.Module) -> int:
-    tensors = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+def _write_tensors(path: Path, group: Mapping[str, torch.Tensor]) -> int:
+    tensors = {key: value.detach().cpu().contiguous() for key, value in group.items()}
     save_file(tensors, str(path), metadata={"format": "pt"})
     fsync_file(path)
     return path.stat().st_size
@@ -120,20 +123,34 @@ def load_extra(path: str | Path, name: str, module: nn.Module) -> bool:
     return True
 
 
+def load_tensors(path: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensor group `name` saved with the checkpoint (see `save_checkpoint`)."""
+    directory = checkpoint_dir(path)
+    metadata = _read_metadata(directory / METADATA_FILE)
+    file_name = f"{name}.safetensors"
+    if file_name not in metadata.get("extra", {}):
+        raise CheckpointError(f"{directory}: holds no {file_name}")
+    return _read_tensors(directory / file_name, metadata["extra"][file_name])
+
+
 def _load_weights(weights: Path, module: nn.Module, expected: int | None) -> None:
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing")
-    size = weights.stat().st_size
-    if expected is not None and size != expected:
-        raise CheckpointError(
-            f"{weights}: truncated or modified ({size} bytes; {METADATA_FILE} says {expected})"
-        )
-    try:
-        tensors = load_file(str(weights))
-    except Exception as exc:  # safetensors reports corrupt headers with its own types
-        raise CheckpointError(f"{weights}: not a readable safetensors file: {exc}") from None
+    tensors = _read_tensors(weights, expected)
     _check_matches(weights, tensors, module.state_dict())
     module.load_state_dict(tensors)
+
+
+def _read_tensors(path: Path, expected: int | None) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    size = path.stat().st_size
+    if expected is not None and size != expected:
+        raise CheckpointError(
+            f"{path}: truncated or modified ({size} bytes; {METADATA_FILE} says {expected})"
+        )
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors reports corrupt headers with its own types
+        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from None
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:

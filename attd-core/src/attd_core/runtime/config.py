@@ -80,6 +80,12 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1)
+    checkpoint_every: int | None = Field(
+        200,
+        ge=1,
+        description="Save a resumable checkpoint (optimizer, schedule, RNG) every N steps; "
+        "none: only at the end.",
+    )
     eval_batch_size: int = Field(64, ge=1)
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (if the task can measure them)."
@@ -129,6 +135,10 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     output_dir: str | None = None
+    tensorboard: bool = Field(
+        False,
+        description="Also log to RUN_DIR/tensorboard when the tensorboard package is installed.",
+    )
 
 
 class RunConfig(_Section):

@@ -45,7 +45,7 @@ def train_controller(
 ) -> TrainResult:
     """Train `strategy`'s controller (and damping gate) with the base model frozen."""
     model = bound.model
-    loader = train_loader(bound.task, config, seed)
+    loader = train_loader(bound.task, config, torch.Generator().manual_seed(seed))
     model.eval()
     with frozen(model):
         return _train_controller(

@@ -8,7 +8,7 @@ presence means the run finished).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,11 +19,18 @@ import yaml
 from rich.console import Console
 from torch.utils.data import Subset
 
-from attd_core.errors import ConfigError
+from attd_core.errors import CheckpointError, ConfigError
 from attd_core.interfaces import InnerObjective, Shift, Task, TTAStrategy
 from attd_core.model import AttdModel, BoundModel
 from attd_core.plugins import PluginManager
-from attd_core.runtime.checkpoint import load_checkpoint, load_extra, read_metadata, save_checkpoint
+from attd_core.runtime.checkpoint import (
+    checkpoint_dir,
+    load_checkpoint,
+    load_extra,
+    load_tensors,
+    read_metadata,
+    save_checkpoint,
+)
 from attd_core.runtime.config import (
     ResolvedConfig,
     RunConfig,
@@ -35,6 +42,7 @@ from attd_core.runtime.evaluator import EvalResult, evaluate
 from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.regimes import meta_loss, train_controller
+from attd_core.runtime.resume import OPTIMIZER_FILE, RNG_FILE, TrainingState
 from attd_core.runtime.trainer import TrainResult, train
 from attd_core.tta.strategies import InnerLoopStrategy
 
@@ -60,38 +68,49 @@ class Components:
 
 
 def run_experiment(
-    resolved: ResolvedConfig, manager: PluginManager, *, console: Console | None = None
+    resolved: ResolvedConfig,
+    manager: PluginManager,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate as `resolved` says; returns what `summary.json` holds.
 
     `summary["eval"]` maps each canonical TTA spec string (`none` first) to its
-    accuracy, step-count statistics, wall seconds and number of examples.
+    accuracy, step-count statistics, wall seconds and number of examples. With
+    `resume`, `runtime.output_dir` is an unfinished run of this config (see `resume_run`).
     """
     config = resolved.config
-    output_dir = choose_output_dir(config.runtime.output_dir, config.task.name)
+    if resume:
+        output_dir = Path(str(config.runtime.output_dir))
+    else:
+        output_dir = choose_output_dir(config.runtime.output_dir, config.task.name)
     seed_everything(config.runtime.seed)
     configure_threads(config.runtime.threads)
     device = select_device(config.runtime.device)
     parts = build_components(resolved, manager, device)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        output_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False)
-    )
-    with MetricsWriter(output_dir / "metrics.jsonl") as metrics:
-        trained, phases = _train(parts, resolved, device, metrics, console)
+    restart = _restart_point(output_dir, parts, resolved) if resume else None
+    if not resume:
+        atomic_write_text(
+            output_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False)
+        )
+    with MetricsWriter(
+        output_dir / "metrics.jsonl", tensorboard=config.runtime.tensorboard
+    ) as metrics:
+        if isinstance(restart, TrainResult):  # trained before it was stopped
+            trained, phases = restart, {}
+        else:
+            trained, phases = _train(parts, resolved, device, metrics, console, output_dir, restart)
         extra = {"strategy": parts.training} if config.train.regime == "controller" else {}
         save_checkpoint(
             output_dir,
             parts.model,
             {
-                "task": config.task.name,
-                "backbone": config.model.backbone.name,
-                "scan_backend": scan_backend(parts.model),
-                "pooling": config.model.pooling,
-                "step": trained.steps,
-                "trained_strategy": _training_text(resolved),
-                "config": resolved.to_yaml_dict(),
+                **_checkpoint_record(parts, resolved, trained.steps),
+                "epochs": trained.epochs,
+                "loss": trained.loss,
             },
             extra=extra,
         )
@@ -121,19 +140,43 @@ def run_experiment(
     return summary
 
 
+def _checkpoint_record(parts: Components, resolved: ResolvedConfig, step: int) -> dict[str, Any]:
+    config = resolved.config
+    return {
+        "task": config.task.name,
+        "backbone": config.model.backbone.name,
+        "scan_backend": scan_backend(parts.model),
+        "pooling": config.model.pooling,
+        "step": step,
+        "trained_strategy": _training_text(resolved),
+        "config": resolved.to_yaml_dict(),
+    }
+
+
 def _train(
     parts: Components,
     resolved: ResolvedConfig,
     device: torch.device,
     metrics: MetricsWriter,
     console: Console | None,
+    output_dir: Path,
+    resume: TrainingState | None,
 ) -> tuple[TrainResult, dict[str, Any]]:
-    """The base (or meta) phase, then the controller phase when the regime asks for it."""
+    """The base (or meta) phase, then the controller phase when the regime asks for it.
+
+    The base phase saves a resumable checkpoint every `train.checkpoint_every` steps.
+    """
     config = resolved.config
     loss_fn = None
     if config.train.regime == "meta":
         second = config.train.meta_order == "second"
         loss_fn = meta_loss(parts.bound, parts.training, parts.objective, second)
+
+    def save_training(state: TrainingState) -> None:
+        record, tensors = state.to_files()
+        metadata = {**_checkpoint_record(parts, resolved, state.position.step), "training": record}
+        save_checkpoint(output_dir, parts.model, metadata, tensors=tensors)
+
     trained = train(
         parts.model,
         parts.task,
@@ -143,6 +186,9 @@ def _train(
         metrics=metrics,
         console=console,
         loss_fn=loss_fn,
+        resume=resume,
+        checkpoint=save_training,
+        generators={"adapter_init": parts.bound.generator},
     )
     phases: dict[str, Any] = {}
     if config.train.regime == "controller":
@@ -167,6 +213,74 @@ def _train(
 def _training_text(resolved: ResolvedConfig) -> str | None:
     choice = resolved.training_strategy
     return None if choice is None else choice.canonical
+
+
+def resume_config(run_dir: str | Path, manager: PluginManager) -> ResolvedConfig:
+    """The config of a stopped run, for `run_experiment(..., resume=True)` to finish it.
+
+    Training goes on from the last resumable checkpoint (or from the start when none was
+    written yet, or not at all when training had finished), to the same weights as a run
+    never stopped; records of the lost work leave `metrics.jsonl`; evaluation runs again.
+    """
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
+    if (run_dir / "summary.json").exists():
+        raise ConfigError(
+            f"run {str(run_dir)!r} has finished (it has summary.json): nothing to resume"
+        )
+    return resolve_run_config(manager, config_files=[config_file], output_dir=run_dir)
+
+
+def _restart_point(
+    run_dir: Path, parts: Components, resolved: ResolvedConfig
+) -> TrainingState | TrainResult | None:
+    """What a resumed run goes on from: a training state, a finished training, or nothing.
+
+    The checkpoint's weights are loaded into the model, its config must be the run's,
+    and `metrics.jsonl` keeps only the records of the work the checkpoint holds.
+    """
+    if not (checkpoint_dir(run_dir) / "metadata.json").is_file():
+        _trim_metrics(run_dir, lambda record: False)
+        return None
+    metadata = load_checkpoint(run_dir, parts.model)
+    if _without_output_dir(metadata.get("config")) != _without_output_dir(resolved.to_yaml_dict()):
+        raise CheckpointError(
+            f"{checkpoint_dir(run_dir)}: its config differs from {run_dir / 'config.yaml'}; "
+            "a run resumes only with the config it started with"
+        )
+    step = int(metadata["step"])
+    if "training" not in metadata:  # training had finished; evaluation had not
+        _trim_metrics(run_dir, lambda record: record.get("event") != "eval")
+        return TrainResult(step, metadata.get("epochs", 0), metadata.get("loss"), 0.0)
+    tensors = {name: load_tensors(run_dir, name) for name in (OPTIMIZER_FILE, RNG_FILE)}
+    state = TrainingState.from_files(metadata["training"], tensors)
+    _trim_metrics(run_dir, lambda record: record.get("event") == "train" and record["step"] <= step)
+    return state
+
+
+def _without_output_dir(config: Any) -> Any:
+    """A config as data, minus where the run lives (a resumed run names its folder)."""
+    if not isinstance(config, dict) or not isinstance(config.get("runtime"), dict):
+        return config
+    return {**config, "runtime": {**config["runtime"], "output_dir": None}}
+
+
+def _trim_metrics(run_dir: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite `metrics.jsonl` with the records `keep` accepts (a torn last line goes)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and keep(record):
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def build_components(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,7 @@ from attd_core.runtime.batching import task_loader
 from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.progress import progress_bar
+from attd_core.runtime.resume import TrainingPosition, TrainingState
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,17 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr)
 
 
-def train_loader(task: Task, config: TrainConfig, seed: int) -> DataLoader:
-    """Shuffled batches of the `train` split, grouped by length when the task can measure it."""
+def train_loader(task: Task, config: TrainConfig, generator: torch.Generator) -> DataLoader:
+    """Shuffled batches of the `train` split, grouped by length when the task can measure it.
+
+    Each pass draws its order from `generator`, so its state when an epoch begins
+    decides that epoch's batches.
+    """
     loader = task_loader(
         task,
         task.load_split("train"),
         config.batch_size,
-        generator=torch.Generator().manual_seed(seed),
+        generator=generator,
         group_by_length=config.group_by_length,
     )
     if len(loader) == 0:
@@ -78,12 +83,20 @@ def train(
     metrics: MetricsWriter,
     console: Console | None = None,
     loss_fn: Callable[[Batch], Tensor] | None = None,
+    resume: TrainingState | None = None,
+    checkpoint: Callable[[TrainingState], None] | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
 ) -> TrainResult:
     """Train on the task's `train` split; `max_steps`, when set, overrides `epochs`.
 
     `loss_fn` replaces the plain task loss (the meta regime adapts before the loss).
+    Every `config.checkpoint_every` steps `checkpoint` receives a `TrainingState`;
+    passing one back as `resume` (to a model holding that checkpoint's weights) goes on
+    from there, to the same final weights, bit for bit, as a run never stopped.
+    `generators` are other generators `loss_fn` draws from, saved and restored with it.
     """
-    loader = train_loader(task, config, seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = train_loader(task, config, generator)
     if loss_fn is None:
 
         def loss_fn(batch: Batch) -> Tensor:
@@ -95,14 +108,26 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, warmup)
     )
+    at = TrainingPosition()
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        schedule.load_state_dict(resume.scheduler)
+        generator.set_state(resume.epoch_generator)
+        resume.restore_rng(generators)
+        at = resume.position
+    every = config.checkpoint_every
     model.train()
     started = time.perf_counter()
-    step, epoch, window, logged = 0, 0, [], None
+    logged = None
     with progress_bar(console) as progress:
-        bar = progress.add_task("train", total=total, status="")
-        while step < total:
-            epoch += 1
-            for batch in loader:
+        bar = progress.add_task("train", total=total, completed=at.step, status="")
+        while at.step < total:
+            if at.batches == 0:
+                at.epoch += 1
+            epoch_generator = generator.get_state()
+            for index, batch in enumerate(loader):
+                if index < at.batches:  # used before the checkpoint this run resumes
+                    continue
                 batch = batch.to(device)
                 loss = loss_fn(batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -112,16 +137,30 @@ def train(
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 schedule.step()
-                step += 1
-                window.append(loss.item())
-                if step % config.log_every == 0 or step == total:
-                    logged = sum(window) / len(window)
-                    window = []
+                at.step += 1
+                at.batches += 1
+                at.window.append(loss.item())
+                if at.step % config.log_every == 0 or at.step == total:
+                    logged = sum(at.window) / len(at.window)
+                    at.window = []
                     metrics.write(
-                        {"event": "train", "step": step, "epoch": epoch, "loss": logged, "lr": lr}
+                        {
+                            "event": "train",
+                            "step": at.step,
+                            "epoch": at.epoch,
+                            "loss": logged,
+                            "lr": lr,
+                        }
                     )
-                    progress.update(bar, status=f"epoch {epoch} loss {logged:.4f} lr {lr:.2e}")
+                    status = f"epoch {at.epoch} loss {logged:.4f} lr {lr:.2e}"
+                    progress.update(bar, status=status)
                 progress.advance(bar)
-                if step == total:
+                if at.step == total:
                     break
-    return TrainResult(step, epoch, logged, time.perf_counter() - started)
+                if checkpoint is not None and every is not None and at.step % every == 0:
+                    checkpoint(
+                        TrainingState.capture(at, optimizer, schedule, epoch_generator, generators)
+                    )
+            else:
+                at.batches = 0  # the epoch ran out: the next one begins
+    return TrainResult(at.step, at.epoch, logged, time.perf_counter() - started)

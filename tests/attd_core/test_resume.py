@@ -1,0 +1,182 @@
+"""`attd run --resume`: a stopped run finishes with the weights of a run never stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import attd_core
+from attd_cli.app import create_app
+from attd_core import CheckpointError, ConfigError, resolve_run_config
+from attd_core.runtime import evaluator, trainer
+from attd_core.runtime.run import resume_config, run_experiment
+from attd_core.testing import ParityPlugin, new_plugin_manager
+
+SETTINGS = [
+    "model.backbone.d_model=8",
+    "model.backbone.n_layers=1",
+    "model.backbone.d_state=4",
+    "model.backbone.dropout=0.2",  # dropout draws from the global RNG: resume must restore it
+    "model.adapter.rank=1",
+    "train.max_steps=11",  # 2 batches an epoch: the run crosses five epoch boundaries
+    "train.checkpoint_every=3",
+    "train.log_every=1",
+    "eval.limit=8",
+    "eval.tta=[fixed:1]",
+]
+
+
+class Stop(Exception):
+    """Stands in for a kill."""
+
+
+@pytest.fixture
+def manager() -> attd_core.PluginManager:
+    return new_plugin_manager(parity=ParityPlugin())
+
+
+def run(manager, out: Path, *extra: str) -> dict:
+    resolved = resolve_run_config(
+        manager, task="parity", overrides=[*SETTINGS, *extra], output_dir=out
+    )
+    return run_experiment(resolved, manager)
+
+
+def stop_after(monkeypatch, steps: int) -> None:
+    """Make training raise `Stop` in step `steps + 1`, after its optimiser step, before
+    its bookkeeping (the schedule's next factor is asked for then)."""
+    factor = trainer.lr_factor
+
+    def limited(step: int, total: int, warmup: int) -> float:
+        if step == steps + 1:
+            raise Stop
+        return factor(step, total, warmup)
+
+    monkeypatch.setattr(trainer, "lr_factor", limited)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "checkpoint" / "model.safetensors"))
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == "train"]
+
+
+@pytest.fixture
+def reference(manager, tmp_path) -> Path:
+    run(manager, tmp_path / "reference")
+    return tmp_path / "reference"
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    expected, got = weights(reference), weights(resumed)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert train_records(resumed) == train_records(reference)
+    summary = json.loads((resumed / "summary.json").read_text())
+    wanted = json.loads((reference / "summary.json").read_text())
+    for tta in wanted["eval"]:
+        assert summary["eval"][tta]["metrics"] == wanted["eval"][tta]["metrics"]
+
+
+@pytest.mark.parametrize("stopped_at", [7, 2, 6])  # mid-epoch, before any checkpoint, at one
+def test_a_stopped_run_resumes_to_the_same_weights(
+    manager, tmp_path, monkeypatch, reference, stopped_at
+):
+    out = tmp_path / "stopped"
+    stop_after(monkeypatch, stopped_at)
+    with pytest.raises(Stop):
+        run(manager, out)
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+    run_experiment(resume_config(out, manager), manager, resume=True)
+    assert_same_run(out, reference)
+
+
+def test_a_run_stopped_in_evaluation_resumes_without_training(
+    manager, tmp_path, monkeypatch, reference
+):
+    out = tmp_path / "stopped"
+    original = evaluator.evaluate
+
+    def fail_on_second(*args, **kwargs):
+        if kwargs["tta"] != "none":
+            raise Stop
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("attd_core.runtime.run.evaluate", fail_on_second)
+    with pytest.raises(Stop):
+        run(manager, out)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tta"] for r in records if r["event"] == "eval"] == ["none"]  # kept at the crash
+    monkeypatch.undo()
+    started = (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+    summary = run_experiment(resume_config(out, manager), manager, resume=True)
+    assert summary["train"]["steps"] == 11
+    assert_same_run(out, reference)
+    assert (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns >= started
+
+
+def test_the_cli_resumes_and_refuses_other_options(manager, tmp_path, monkeypatch, reference):
+    out = tmp_path / "stopped"
+    stop_after(monkeypatch, 4)
+    with pytest.raises(Stop):
+        run(manager, out)
+    monkeypatch.undo()
+    app = create_app(manager)
+    result = CliRunner().invoke(app, ["run", "--resume", str(out), "--seed", "2"])
+    assert result.exit_code == 2 and "give it no other options" in result.stderr
+    result = CliRunner().invoke(app, ["run", "--resume", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "resume" in result.stdout
+    assert_same_run(out, reference)
+    result = CliRunner().invoke(app, ["run", "--resume", str(out)])
+    assert result.exit_code == 2 and "has finished" in result.stderr
+
+
+@pytest.fixture
+def stopped(manager, tmp_path, monkeypatch) -> Path:
+    out = tmp_path / "stopped"
+    stop_after(monkeypatch, 7)
+    with pytest.raises(Stop):
+        run(manager, out)
+    monkeypatch.undo()
+    return out
+
+
+def test_a_truncated_training_state_is_refused(manager, stopped):
+    path = stopped / "checkpoint" / "optimizer.safetensors"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="optimizer.safetensors: truncated or modified"):
+        run_experiment(resume_config(stopped, manager), manager, resume=True)
+
+
+def test_pickled_weights_are_refused(manager, stopped):
+    path = stopped / "checkpoint" / "model.safetensors"
+    torch.save({"weights": torch.zeros(2)}, path)
+    metadata_path = stopped / "checkpoint" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["weights_bytes"] = path.stat().st_size
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        run_experiment(resume_config(stopped, manager), manager, resume=True)
+
+
+def test_a_changed_config_is_refused(manager, stopped):
+    config = stopped / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.001", "lr: 0.002"))
+    with pytest.raises(CheckpointError, match="config differs"):
+        run_experiment(resume_config(stopped, manager), manager, resume=True)
+
+
+def test_resume_needs_a_run_folder(manager, tmp_path):
+    with pytest.raises(ConfigError, match="has no config.yaml"):
+        resume_config(tmp_path, manager)
