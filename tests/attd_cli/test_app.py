@@ -52,6 +52,9 @@ def test_version_names_both_packages(manager):
         (["--help"], "attd_help.txt"),
         (["run", "--help"], "attd_run_help.txt"),
         (["data", "export", "--help"], "attd_data_export_help.txt"),
+        (["sweep", "--help"], "attd_sweep_help.txt"),
+        (["report", "--help"], "attd_report_help.txt"),
+        (["config", "show", "--help"], "attd_config_show_help.txt"),
     ],
 )
 def test_help_matches_its_snapshot(manager, args, snapshot):

@@ -167,14 +167,26 @@ def create_app(manager: PluginManager) -> typer.Typer:
                 metavar="DIR", help="Run folder (default runs/TASK-YYYYmmdd-HHMMSS); must be new."
             ),
         ] = None,
+        resume: Annotated[
+            str | None,
+            typer.Option(
+                metavar="RUN_DIR",
+                help="Finish a stopped run from its last checkpoint, with its own config "
+                "(no other options).",
+            ),
+        ] = None,
     ) -> None:
         """Train on a task, then evaluate with no adaptation and with each --tta strategy."""
         from rich.console import Console
 
         from attd_cli.run import run
 
+        given = [task, backbone, tta, preset, shift, config, overrides, seed, output_dir]
+        if resume is not None and any(value is not None for value in given):
+            fail("--resume finishes a run with its own config.yaml: give it no other options")
         run(
             manager,
+            resume=resume,
             task=task,
             backbone=backbone,
             tta=tta or [],
@@ -253,6 +265,25 @@ def create_app(manager: PluginManager) -> typer.Typer:
             progress_console=Console(stderr=True),
         )
 
+    @app.command("report")
+    def report_command(
+        run_dir: RunDir,
+        output: Annotated[
+            str | None,
+            typer.Option(
+                "--output",
+                metavar="DIR",
+                help="Write report.md and its figures here (default RUN_DIR; created if missing).",
+            ),
+        ] = None,
+    ) -> None:
+        """Write report.md: training curves, evaluation tables and PNG figures of a run."""
+        from rich.console import Console
+
+        from attd_cli.report import report
+
+        report(run_dir, output=output, console=Console())
+
     @app.command("new-plugin")
     def new_plugin_command(
         name: Annotated[
@@ -281,7 +312,78 @@ def create_app(manager: PluginManager) -> typer.Typer:
 
         new_plugin(manager, name, kind=kind, out=out, echo=typer.echo)
 
+    @app.command("sweep")
+    def sweep_command(
+        grid: Annotated[
+            list[str],
+            typer.Option(
+                "--grid",
+                metavar="KEY=V1,V2",
+                help="A config key and its values, YAML each, split at commas outside "
+                "brackets and quotes (repeatable: the cells are the product).",
+            ),
+        ],
+        output_dir: Annotated[
+            str,
+            typer.Option(
+                metavar="DIR",
+                help="Sweep folder: a run folder per cell, sweep.json and sweep.md.",
+            ),
+        ],
+        task: Annotated[
+            str | None,
+            typer.Option(metavar="NAME", help="Task to train and evaluate (see list-plugins)."),
+        ] = None,
+        preset: Preset = None,
+        config: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
+            ),
+        ] = None,
+        overrides: Overrides = None,
+        tta: TtaSpecs = None,
+        seed: Annotated[
+            int | None, typer.Option(metavar="N", help="Random seed (default 0).")
+        ] = None,
+        jobs: Annotated[
+            int,
+            typer.Option(
+                metavar="N",
+                min=1,
+                help="Cells run at once, in separate processes that load the installed "
+                "plugins (default 1: one after the other).",
+            ),
+        ] = 1,
+    ) -> None:
+        """Run every cell of a grid (skipping finished ones) and write sweep.json/md."""
+        from rich.console import Console
+
+        from attd_cli.sweep import sweep
+
+        report = sweep(
+            manager,
+            task=task,
+            preset=preset,
+            config_files=config or [],
+            overrides=overrides or [],
+            grid=grid,
+            tta=tta or [],
+            seed=seed,
+            output_dir=output_dir,
+            jobs=jobs,
+            console=Console(),
+            progress_console=Console(stderr=True),
+        )
+        failed = report["counts"]["failed"]
+        if failed:
+            raise AttdError(
+                f"{failed} of {len(report['cells'])} cells failed "
+                f"(see {report['output_dir']}/sweep.md)"
+            )
+
     app.add_typer(_data_app(manager), name="data")
+    app.add_typer(_config_app(manager), name="config")
     manager.register_commands(app)
     return app
 
@@ -361,6 +463,92 @@ def _data_app(manager: PluginManager) -> typer.Typer:
             Console().print(info_table(task, info))
 
     return data
+
+
+def _config_app(manager: PluginManager) -> typer.Typer:
+    """`attd config show|validate|schema`: the run config, resolved or described."""
+    config = typer.Typer(
+        help="Show the resolved run config, validate config files, print the JSON Schema.",
+        no_args_is_help=True,
+    )
+
+    @config.command("show")
+    def show_command(
+        task: Annotated[
+            str | None, typer.Option(metavar="NAME", help="The task (see list-plugins).")
+        ] = None,
+        preset: Preset = None,
+        config_files: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
+            ),
+        ] = None,
+        overrides: Overrides = None,
+        tta: TtaSpecs = None,
+        fmt: Annotated[
+            str, typer.Option("--format", metavar="yaml|json", help="Print YAML or JSON.")
+        ] = "yaml",
+    ) -> None:
+        """Print the config `attd run` would use with these options, every default filled."""
+        from attd_cli.config_command import show_config
+
+        text = show_config(
+            manager,
+            task=task,
+            preset=preset,
+            config_files=config_files or [],
+            overrides=overrides or [],
+            tta=tta or [],
+            fmt=fmt,
+        )
+        typer.echo(text, nl=False)
+
+    @config.command("validate")
+    def validate_command(
+        files: Annotated[
+            list[str],
+            typer.Argument(
+                metavar="FILE", help="Config files (or a run's config.yaml), each checked alone."
+            ),
+        ],
+        task: Annotated[
+            str | None,
+            typer.Option(metavar="NAME", help="The task of files that name none."),
+        ] = None,
+    ) -> None:
+        """Check config files as `attd run --config FILE` would; exit 2 if any is invalid."""
+        from attd_cli.config_command import validate_files
+
+        checks = validate_files(manager, files, task=task)
+        for check in checks:
+            typer.echo(check.line() if check.ok else f"error: {check.line()}", err=not check.ok)
+        if not all(check.ok for check in checks):
+            raise typer.Exit(USER_ERROR)
+
+    @config.command("schema")
+    def schema_command(
+        tasks: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--task", metavar="NAME", help="Only this task (repeatable; default all)."
+            ),
+        ] = None,
+        output: Annotated[
+            str | None,
+            typer.Option("--output", metavar="FILE", help="Write the schema here, not to stdout."),
+        ] = None,
+    ) -> None:
+        """Print the run config's JSON Schema, with every installed component's options."""
+        from attd_cli.config_command import config_schema, schema_text, write_schema
+
+        schema = config_schema(manager, tasks or [])
+        if output is None:
+            typer.echo(schema_text(schema), nl=False)
+        else:
+            typer.echo(f"wrote the config schema to {write_schema(schema, output)}")
+
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,20 +31,25 @@ def run(
     output_dir: str | None,
     console: Console,
     progress_console: Console,
+    resume: str | None = None,
 ) -> dict[str, Any]:
-    """Run one experiment; progress goes to `progress_console`, results to `console`."""
-    resolved = attd_core.resolve_run_config(
-        manager,
-        task=task,
-        backbone=backbone,
-        tta=tta,
-        preset=preset,
-        shift=shift,
-        config_files=config_files,
-        overrides=overrides,
-        seed=seed,
-        output_dir=output_dir,
-    )
+    """Run one experiment (or finish the stopped run `resume`); progress goes to
+    `progress_console`, results to `console`."""
+    if resume is not None:
+        resolved = attd_core.resume_config(resume, manager)
+    else:
+        resolved = attd_core.resolve_run_config(
+            manager,
+            task=task,
+            backbone=backbone,
+            tta=tta,
+            preset=preset,
+            shift=shift,
+            config_files=config_files,
+            overrides=overrides,
+            seed=seed,
+            output_dir=output_dir,
+        )
     config = resolved.config
     essentials = {
         "task": resolved.task.canonical,
@@ -64,7 +69,11 @@ def run(
     for key, value in essentials.items():
         console.print(f"[bold]{key:>9}[/] {escape(value)}", highlight=False)
 
-    summary = attd_core.run_experiment(resolved, manager, console=progress_console)
+    if resume is not None:
+        console.print(f"[bold]   resume[/] {escape(resume)}", highlight=False)
+    summary = attd_core.run_experiment(
+        resolved, manager, console=progress_console, resume=resume is not None
+    )
     console.print(result_table(summary))
     console.print(f"[bold]   output[/] {escape(summary['output_dir'])}", highlight=False)
     return summary
