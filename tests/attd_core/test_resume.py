@@ -12,10 +12,17 @@ from typer.testing import CliRunner
 
 import attd_core
 from attd_cli.app import create_app
-from attd_core import CheckpointError, ConfigError, resolve_run_config
+from attd_core import (
+    CheckpointError,
+    ConfigError,
+    NoOptions,
+    TaskSpec,
+    hookimpl,
+    resolve_run_config,
+)
 from attd_core.runtime import evaluator, trainer
 from attd_core.runtime.run import resume_config, run_experiment
-from attd_core.testing import ParityPlugin, new_plugin_manager
+from attd_core.testing import ParityPlugin, ParityTask, new_plugin_manager
 
 SETTINGS = [
     "model.backbone.d_model=8",
@@ -35,15 +42,34 @@ class Stop(Exception):
     """Stands in for a kill."""
 
 
+class MeasuredParity(ParityTask):
+    """The parity task with lengths, so training batches come from the length grouper."""
+
+    def sequence_length(self, example: dict) -> int:
+        return len(example["tokens"])
+
+
+class MeasuredPlugin:
+    @hookimpl
+    def attd_register(self, register) -> None:
+        register(
+            TaskSpec(
+                name="measured-parity",
+                summary="parity, with lengths",
+                factory=f"{__name__}:MeasuredParity",
+                config=NoOptions,
+                run_defaults={"train.batch_size": 16},
+            )
+        )
+
+
 @pytest.fixture
 def manager() -> attd_core.PluginManager:
-    return new_plugin_manager(parity=ParityPlugin())
+    return new_plugin_manager(parity=ParityPlugin(), measured=MeasuredPlugin())
 
 
-def run(manager, out: Path, *extra: str) -> dict:
-    resolved = resolve_run_config(
-        manager, task="parity", overrides=[*SETTINGS, *extra], output_dir=out
-    )
+def run(manager, out: Path, *extra: str, task: str = "parity") -> dict:
+    resolved = resolve_run_config(manager, task=task, overrides=[*SETTINGS, *extra], output_dir=out)
     return run_experiment(resolved, manager)
 
 
@@ -73,6 +99,18 @@ def train_records(run_dir: Path) -> list[dict]:
 def reference(manager, tmp_path) -> Path:
     run(manager, tmp_path / "reference")
     return tmp_path / "reference"
+
+
+def test_a_length_grouped_run_resumes_to_the_same_weights(manager, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    run(manager, reference, task="measured-parity")
+    out = tmp_path / "stopped"
+    stop_after(monkeypatch, 7)
+    with pytest.raises(Stop):
+        run(manager, out, task="measured-parity")
+    monkeypatch.undo()
+    run_experiment(resume_config(out, manager), manager, resume=True)
+    assert_same_run(out, reference)
 
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
