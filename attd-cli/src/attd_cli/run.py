@@ -6,6 +6,7 @@ fails fast, and torch loads with `run_experiment`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,10 @@ def run(
     resume: str | None = None,
 ) -> dict[str, Any]:
     """Run one experiment (or finish the stopped run `resume`); progress goes to
-    `progress_console`, results to `console`."""
+    `progress_console`, results to `console`. Under `torchrun`, ranks other than 0
+    print nothing (and get an empty summary)."""
+    if os.environ.get("RANK", "0") != "0":
+        console, progress_console = Console(quiet=True), Console(quiet=True)
     if resume is not None:
         resolved = attd_core.resume_config(resume, manager)
     else:
@@ -74,6 +78,8 @@ def run(
     summary = attd_core.run_experiment(
         resolved, manager, console=progress_console, resume=resume is not None
     )
+    if not summary:  # a rank other than 0: it trained its share and wrote nothing
+        return summary
     console.print(result_table(summary))
     console.print(f"[bold]   output[/] {escape(summary['output_dir'])}", highlight=False)
     return summary

@@ -8,6 +8,7 @@ presence means the run finished).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,12 @@ from attd_core.runtime.config import (
     RunConfig,
     load_yaml_file,
     resolve_run_config,
+)
+from attd_core.runtime.distributed import (
+    SINGLE,
+    Distributed,
+    start_distributed,
+    stop_distributed,
 )
 from attd_core.runtime.environment import configure_threads, seed_everything, select_device
 from attd_core.runtime.evaluator import EvalResult, evaluate
@@ -78,17 +85,25 @@ def run_experiment(
 
     `summary["eval"]` maps each canonical TTA spec string (`none` first) to its
     accuracy, step-count statistics, wall seconds and number of examples. With
-    `resume`, `runtime.output_dir` is an unfinished run of this config (see `resume_run`).
+    `resume`, `runtime.output_dir` is an unfinished run of this config (see `resume_config`).
+
+    Started by `torchrun`, every process trains its share (see `train`); rank 0 alone
+    writes the run folder and evaluates, and the other ranks return `{}` after training.
     """
     config = resolved.config
-    if resume:
-        output_dir = Path(str(config.runtime.output_dir))
-    else:
-        output_dir = choose_output_dir(config.runtime.output_dir, config.task.name)
+    distributed, device = start_distributed(select_device(config.runtime.device))
+    if resume and distributed.active:
+        raise ConfigError("--resume finishes a run in one process; start it without torchrun")
+    output_dir = _shared_output_dir(resolved, resume, distributed)
     seed_everything(config.runtime.seed)
     configure_threads(config.runtime.threads)
-    device = select_device(config.runtime.device)
     parts = build_components(resolved, manager, device)
+    if not distributed.is_main:
+        with MetricsWriter(os.devnull) as discarded:
+            quiet = Console(quiet=True)
+            _train(parts, resolved, device, discarded, quiet, output_dir, None, distributed)
+        stop_distributed()
+        return {}
 
     output_dir.mkdir(parents=True, exist_ok=True)
     restart = _restart_point(output_dir, parts, resolved) if resume else None
@@ -102,7 +117,10 @@ def run_experiment(
         if isinstance(restart, TrainResult):  # trained before it was stopped
             trained, phases = restart, {}
         else:
-            trained, phases = _train(parts, resolved, device, metrics, console, output_dir, restart)
+            trained, phases = _train(
+                parts, resolved, device, metrics, console, output_dir, restart, distributed
+            )
+        stop_distributed()
         extra = {"strategy": parts.training} if config.train.regime == "controller" else {}
         save_checkpoint(
             output_dir,
@@ -140,6 +158,23 @@ def run_experiment(
     return summary
 
 
+def _shared_output_dir(resolved: ResolvedConfig, resume: bool, distributed: Distributed) -> Path:
+    """The run folder: chosen by rank 0 (a default name holds the time) for every rank."""
+    config = resolved.config
+    if resume:
+        return Path(str(config.runtime.output_dir))
+    chosen: tuple[str, str] = ("", "")
+    if distributed.is_main:
+        try:
+            chosen = ("ok", str(choose_output_dir(config.runtime.output_dir, config.task.name)))
+        except ConfigError as exc:
+            chosen = ("error", str(exc))
+    status, value = distributed.broadcast(chosen)
+    if status == "error":
+        raise ConfigError(value)
+    return Path(value)
+
+
 def _checkpoint_record(parts: Components, resolved: ResolvedConfig, step: int) -> dict[str, Any]:
     config = resolved.config
     return {
@@ -161,6 +196,7 @@ def _train(
     console: Console | None,
     output_dir: Path,
     resume: TrainingState | None,
+    distributed: Distributed = SINGLE,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """The base (or meta) phase, then the controller phase when the regime asks for it.
 
@@ -189,9 +225,10 @@ def _train(
         resume=resume,
         checkpoint=save_training,
         generators={"adapter_init": parts.bound.generator},
+        distributed=distributed,
     )
     phases: dict[str, Any] = {}
-    if config.train.regime == "controller":
+    if config.train.regime == "controller" and distributed.is_main:
         result = train_controller(
             parts.bound,
             parts.training,

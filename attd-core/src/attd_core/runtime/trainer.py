@@ -16,6 +16,7 @@ from attd_core.errors import ConfigError
 from attd_core.interfaces import Batch, Task
 from attd_core.runtime.batching import task_loader
 from attd_core.runtime.config import TrainConfig
+from attd_core.runtime.distributed import SINGLE, Distributed
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.progress import progress_bar
 from attd_core.runtime.resume import TrainingPosition, TrainingState
@@ -55,11 +56,16 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr)
 
 
-def train_loader(task: Task, config: TrainConfig, generator: torch.Generator) -> DataLoader:
+def train_loader(
+    task: Task,
+    config: TrainConfig,
+    generator: torch.Generator,
+    distributed: Distributed = SINGLE,
+) -> DataLoader:
     """Shuffled batches of the `train` split, grouped by length when the task can measure it.
 
     Each pass draws its order from `generator`, so its state when an epoch begins
-    decides that epoch's batches.
+    decides that epoch's batches; with several processes each gets its share of each.
     """
     loader = task_loader(
         task,
@@ -67,6 +73,7 @@ def train_loader(task: Task, config: TrainConfig, generator: torch.Generator) ->
         config.batch_size,
         generator=generator,
         group_by_length=config.group_by_length,
+        shard=(distributed.rank, distributed.world),
     )
     if len(loader) == 0:
         raise ConfigError("the task's 'train' split is empty: nothing to train on")
@@ -86,6 +93,7 @@ def train(
     resume: TrainingState | None = None,
     checkpoint: Callable[[TrainingState], None] | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
+    distributed: Distributed = SINGLE,
 ) -> TrainResult:
     """Train on the task's `train` split; `max_steps`, when set, overrides `epochs`.
 
@@ -94,13 +102,22 @@ def train(
     passing one back as `resume` (to a model holding that checkpoint's weights) goes on
     from there, to the same final weights, bit for bit, as a run never stopped.
     `generators` are other generators `loss_fn` draws from, saved and restored with it.
+
+    With `distributed` active, every process takes its share of each batch through
+    DistributedDataParallel, weighted so that the step is the one a single process
+    would take on the whole batch; only rank 0 checkpoints. Resuming is bit-exact for
+    one process only (each process's dropout draws depend on its share).
     """
     generator = torch.Generator().manual_seed(seed)
-    loader = train_loader(task, config, generator)
+    loader = train_loader(task, config, generator, distributed)
     if loss_fn is None:
 
         def loss_fn(batch: Batch) -> Tensor:
             return task.compute_loss(task.forward(model, batch), batch)
+
+    step_loss = _BatchLoss(model, loss_fn)
+    if distributed.active:
+        step_loss = nn.parallel.DistributedDataParallel(step_loss)
 
     total = config.max_steps or config.epochs * len(loader)
     warmup = round(config.warmup_ratio * total)
@@ -129,9 +146,10 @@ def train(
                 if index < at.batches:  # used before the checkpoint this run resumes
                     continue
                 batch = batch.to(device)
-                loss = loss_fn(batch)
+                loss = step_loss(batch)
+                weight, loss_value = _share(loader, batch, loss, distributed)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 if config.grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 lr = optimizer.param_groups[0]["lr"]
@@ -139,7 +157,7 @@ def train(
                 schedule.step()
                 at.step += 1
                 at.batches += 1
-                at.window.append(loss.item())
+                at.window.append(loss_value)
                 if at.step % config.log_every == 0 or at.step == total:
                     logged = sum(at.window) / len(at.window)
                     at.window = []
@@ -157,10 +175,41 @@ def train(
                 progress.advance(bar)
                 if at.step == total:
                     break
-                if checkpoint is not None and every is not None and at.step % every == 0:
+                due = every is not None and at.step % every == 0
+                if checkpoint is not None and due and distributed.is_main:
                     checkpoint(
                         TrainingState.capture(at, optimizer, schedule, epoch_generator, generators)
                     )
             else:
                 at.batches = 0  # the epoch ran out: the next one begins
     return TrainResult(at.step, at.epoch, logged, time.perf_counter() - started)
+
+
+class _BatchLoss(nn.Module):
+    """The model and its loss as one module, so that DistributedDataParallel wraps the
+    whole step (tasks call the model's parts, never its forward)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Batch], Tensor]) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.loss_fn(batch)
+
+
+def _share(
+    loader: DataLoader, batch: Batch, loss: Tensor, distributed: Distributed
+) -> tuple[float, float]:
+    """The weight of this process's loss, and the whole batch's mean loss.
+
+    DistributedDataParallel averages gradients over processes, so a share of n of the
+    batch's N examples is weighed n * world / N: the average is then the gradient of
+    the whole batch's mean loss.
+    """
+    if not distributed.active:
+        return 1.0, loss.item()
+    real = getattr(loader.batch_sampler, "real", True)
+    count = len(batch) if real else 0
+    total = distributed.total(count)
+    weighted = distributed.total(loss.item() * count)
+    return count * distributed.world / total, weighted / total
