@@ -37,6 +37,14 @@ Overrides = Annotated[
         "(repeatable; YAML value).",
     ),
 ]
+ConfigFiles = Annotated[
+    list[str] | None,
+    typer.Option("--config", metavar="FILE", help="YAML config, merged in order (repeatable)."),
+]
+TaskName = Annotated[
+    str | None,
+    typer.Option(metavar="NAME", help="Task to train and evaluate (see list-plugins)."),
+]
 Preset = Annotated[
     str | None,
     typer.Option(
@@ -134,10 +142,7 @@ def create_app(manager: PluginManager) -> typer.Typer:
 
     @app.command("run")
     def run_command(
-        task: Annotated[
-            str | None,
-            typer.Option(metavar="NAME", help="Task to train and evaluate (see list-plugins)."),
-        ] = None,
+        task: TaskName = None,
         backbone: Annotated[
             str | None, typer.Option(metavar="NAME", help="Backbone (default: mamba).")
         ] = None,
@@ -151,12 +156,7 @@ def create_app(manager: PluginManager) -> typer.Typer:
                 help="Evaluate under this shift, e.g. token-deletion:3 (see list-plugins).",
             ),
         ] = None,
-        config: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
-            ),
-        ] = None,
+        config: ConfigFiles = None,
         overrides: Overrides = None,
         seed: Annotated[
             int | None, typer.Option(metavar="N", help="Random seed (default 0).")
@@ -330,17 +330,9 @@ def create_app(manager: PluginManager) -> typer.Typer:
                 help="Sweep folder: a run folder per cell, sweep.json and sweep.md.",
             ),
         ],
-        task: Annotated[
-            str | None,
-            typer.Option(metavar="NAME", help="Task to train and evaluate (see list-plugins)."),
-        ] = None,
+        task: TaskName = None,
         preset: Preset = None,
-        config: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
-            ),
-        ] = None,
+        config: ConfigFiles = None,
         overrides: Overrides = None,
         tta: TtaSpecs = None,
         seed: Annotated[
@@ -478,12 +470,7 @@ def _config_app(manager: PluginManager) -> typer.Typer:
             str | None, typer.Option(metavar="NAME", help="The task (see list-plugins).")
         ] = None,
         preset: Preset = None,
-        config_files: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--config", metavar="FILE", help="YAML config, merged in order (repeatable)."
-            ),
-        ] = None,
+        config_files: ConfigFiles = None,
         overrides: Overrides = None,
         tta: TtaSpecs = None,
         fmt: Annotated[

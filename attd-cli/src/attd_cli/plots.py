@@ -82,6 +82,12 @@ def render_compare_png(path: Path, report: Mapping[str, Any]) -> Path:
             if column == 0:
                 axes.set_ylabel("samples", fontsize=8)
 
+    return stage_png(figure, path)
+
+
+def stage_png(figure: Any, path: Path) -> Path:
+    """Draw `figure` into a hidden sibling of `path` and return it; renaming it over
+    `path` publishes the picture whole."""
     staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         figure.savefig(staging, format="png", dpi=100)

@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from attd_cli.compare import ORACLE_NOTE
 from attd_cli.evaluate import CLEAN, check_run_dir
-from attd_cli.plots import strategy_label
+from attd_cli.plots import stage_png, strategy_label
 from attd_core import ConfigError
 
 if TYPE_CHECKING:
@@ -368,20 +368,6 @@ def _figure(size: tuple[float, float]) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: Path) -> Path:
-    """Draw `figure` into a hidden sibling of `path` and return it (rename it to publish)."""
-    from attd_core import fsync_file
-
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        figure.savefig(staging, format="png", dpi=100)
-        fsync_file(staging)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    return staging
-
-
 def _curve(
     axes: Axes,
     records: Sequence[Mapping[str, Any]],
@@ -436,7 +422,7 @@ def render_training_png(path: Path, run: RunFiles) -> Path:
         axes = figure.add_subplot(panels, 1, 2)
         _curve(axes, controller, "loss", "mean_k", label="controller loss", twin_label="mean k")
         axes.set_title(f"{task}: controller phase (backbone frozen)")
-    return _save(figure, path)
+    return stage_png(figure, path)
 
 
 def render_eval_png(path: Path, run: RunFiles) -> Path:
@@ -480,7 +466,7 @@ def render_eval_png(path: Path, run: RunFiles) -> Path:
     right = figure.add_subplot(1, 2, 2)
     bars(right, lambda e: e.get("mean_k"), "mean inner steps k")
     right.set_title(f"{task}: mean k")
-    return _save(figure, path)
+    return stage_png(figure, path)
 
 
 # Writing ---------------------------------------------------------------------------------
