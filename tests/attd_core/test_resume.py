@@ -163,6 +163,32 @@ def test_a_run_stopped_in_evaluation_resumes_without_training(
     assert (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns >= started
 
 
+def test_a_trained_controller_survives_a_stop_in_evaluation(manager, tmp_path, monkeypatch):
+    controller = ["train.regime=controller", "train.controller_steps=2", "eval.tta=[adaptive:5]"]
+    reference = tmp_path / "reference"
+    run(manager, reference, *controller)
+    out = tmp_path / "stopped"
+    original = evaluator.evaluate
+
+    def fail_on_second(*args, **kwargs):
+        if kwargs["tta"] != "none":
+            raise Stop
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("attd_core.runtime.run.evaluate", fail_on_second)
+    with pytest.raises(Stop):
+        run(manager, out, *controller)
+    monkeypatch.undo()
+    run_experiment(resume_config(out, manager), manager, resume=True)
+    trained = load_file(str(out / "checkpoint" / "strategy.safetensors"))
+    expected = load_file(str(reference / "checkpoint" / "strategy.safetensors"))
+    assert trained.keys() == expected.keys()
+    assert all(torch.equal(trained[key], expected[key]) for key in expected)
+    summary = json.loads((out / "summary.json").read_text())
+    wanted = json.loads((reference / "summary.json").read_text())
+    assert summary["eval"]["adaptive:5"]["metrics"] == wanted["eval"]["adaptive:5"]["metrics"]
+
+
 def test_the_cli_resumes_and_refuses_other_options(manager, tmp_path, monkeypatch, reference):
     out = tmp_path / "stopped"
     stop_after(monkeypatch, 4)

@@ -289,6 +289,8 @@ def _restart_point(
         )
     step = int(metadata["step"])
     if "training" not in metadata:  # training had finished; evaluation had not
+        if parts.training is not None:
+            load_extra(run_dir, "strategy", parts.training)
         _trim_metrics(run_dir, lambda record: record.get("event") != "eval")
         return TrainResult(step, metadata.get("epochs", 0), metadata.get("loss"), 0.0)
     tensors = {name: load_tensors(run_dir, name) for name in (OPTIMIZER_FILE, RNG_FILE)}
