@@ -1,4 +1,8 @@
-"""`attd data export` and `attd data info` on a real task (tiny ListOps) and fakes."""
+"""`attd data export` and `attd data info` on a real task (tiny ListOps) and fakes.
+
+They need the `listops` task, so they live with attd-tasks-lra, whose test session
+installs it (attd-cli's own session has no task plugins).
+"""
 
 from __future__ import annotations
 

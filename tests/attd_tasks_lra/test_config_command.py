@@ -1,4 +1,8 @@
-"""`attd config show|validate|schema` with the plugins installed in this environment."""
+"""`attd config show|validate|schema` with the installed plugins.
+
+The checks read the `listops` task, so they live with attd-tasks-lra, whose test session
+installs it (attd-cli's own session has no task plugins).
+"""
 
 from __future__ import annotations
 
