@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 import attd_core
 from attd_core import (
@@ -195,6 +194,7 @@ def test_the_cli_resumes_and_refuses_other_options(manager, tmp_path, monkeypatc
         run(manager, out)
     monkeypatch.undo()
     create_app = pytest.importorskip("attd_cli.app").create_app  # attd-core's own tests lack it
+    CliRunner = pytest.importorskip("typer.testing").CliRunner  # noqa: N806 (a class)
     app = create_app(manager)
     result = CliRunner().invoke(app, ["run", "--resume", str(out), "--seed", "2"])
     assert result.exit_code == 2 and "give it no other options" in result.stderr
