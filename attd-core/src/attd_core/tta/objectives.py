@@ -48,33 +48,33 @@ def _masked_mean(values: Tensor, where: Tensor) -> Tensor:
     return total / where.sum(dim=1).clamp_min(1).to(values.dtype)
 
 
-def _random_order(mask: Tensor, seed: int) -> Tensor:
-    """`(B, L)` long: each real token's place in a random order of its row's real tokens.
+def _draws_by_rank(mask: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """`(B, L)` uniform draws and each token's rank among its row's real tokens.
 
-    Padding comes after every real token. Scores come from a generator seeded per call,
-    drawn on the CPU as one `(L,)` table indexed by each token's rank among its row's real
-    tokens, so a sample's order depends on the seed and its real length only (uniform
-    draws are prefix-stable): neither padding nor the other samples change it.
+    The draws come from a generator seeded per call, drawn on the CPU as one `(L,)` table
+    indexed by rank, so a sample's draws depend on the seed and its real length only
+    (uniform draws are prefix-stable): neither padding nor the other samples change them.
     """
     generator = torch.Generator().manual_seed(seed)
     table = torch.rand(mask.shape[1], generator=generator).to(mask.device)
     rank = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
-    scores = torch.where(mask, table[rank], 2.0)  # above every draw: padding sorts last
+    return table[rank], rank
+
+
+def _random_order(mask: Tensor, seed: int) -> Tensor:
+    """`(B, L)` long: each real token's place in a random order of its row's real tokens;
+    padding comes after every real token (see `_draws_by_rank`)."""
+    draws, _ = _draws_by_rank(mask, seed)
+    scores = torch.where(mask, draws, 2.0)  # above every draw: padding sorts last
     return scores.argsort(dim=1).argsort(dim=1)
 
 
 def _own_tokens(inputs: Tensor, mask: Tensor, seed: int) -> Tensor:
     """`(B, L)`: at every real position the token of another real position of its row,
-    drawn at random (a one-token sample keeps its token).
-
-    Like `_random_order`, the draws come from one seeded `(L,)` table indexed by rank, so
-    a sample's draws depend on the seed and its own tokens only.
-    """
-    generator = torch.Generator().manual_seed(seed + 1)
-    table = torch.rand(mask.shape[1], generator=generator).to(mask.device)
-    rank = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+    drawn at random (a one-token sample keeps its token; see `_draws_by_rank`)."""
+    draws, rank = _draws_by_rank(mask, seed + 1)
     others = (mask.sum(dim=1, keepdim=True) - 1).clamp_min(0)
-    drawn = torch.minimum((table[rank] * others).long(), (others - 1).clamp_min(0))
+    drawn = torch.minimum((draws * others).long(), (others - 1).clamp_min(0))
     source_rank = torch.where((drawn >= rank) & (others > 0), drawn + 1, drawn)
     real_first = (~mask).long().argsort(dim=1, stable=True)  # real positions, in order
     return inputs.gather(1, real_first.gather(1, source_rank))
