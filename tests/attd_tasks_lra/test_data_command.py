@@ -60,7 +60,7 @@ def test_an_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
         calls.append(index)
         if index == 2:
             raise KeyboardInterrupt
-        return dict(example)
+        return json.dumps(dict(example))
 
     monkeypatch.setattr(data_module, "record", failing)
     invoke("data", "export", "--task", "listops", *TINY, "--out", str(out))

@@ -58,7 +58,7 @@ def export_data(
     try:
         with staging.open("w", encoding="utf-8") as handle:
             for index in range(count):
-                handle.write(json.dumps(record(built, examples[index], index)) + "\n")
+                handle.write(record(built, examples[index], index) + "\n")
         attd_core.fsync_file(staging)
         os.replace(staging, out)
     finally:
@@ -66,19 +66,27 @@ def export_data(
     return count
 
 
-def record(task: Any, example: Any, index: int) -> dict[str, Any]:
-    """The task's own JSON form of an example (`export_record`), else its plain fields."""
+def record(task: Any, example: Any, index: int) -> str:
+    """One JSON line: the task's own form of an example (`export_record`), else its plain
+    fields; a field JSON cannot hold is named."""
     export = getattr(task, "export_record", None)
     row = export(example) if export is not None else dict(example)
-    for key, value in row.items():
-        try:
-            json.dumps(value)
-        except TypeError:
-            raise ConfigError(
-                f"example {index}: field {key!r} holds a {type(value).__name__}, which is not "
-                f"JSON; the task needs an export_record method to export it"
-            ) from None
-    return row
+    try:
+        return json.dumps(row)
+    except TypeError:
+        bad = next(key for key, value in row.items() if not _is_json(value))
+        raise ConfigError(
+            f"example {index}: field {bad!r} holds a {type(row[bad]).__name__}, which is not "
+            f"JSON; the task needs an export_record method to export it"
+        ) from None
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def data_info(
