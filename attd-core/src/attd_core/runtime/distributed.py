@@ -39,13 +39,13 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def total(self, value: float) -> float:
-        """The sum of `value` over every process."""
+    def totals(self, *values: float) -> list[float]:
+        """The sum of each of `values` over every process, in one collective call."""
         if not self.active:
-            return value
-        summed = torch.tensor([float(value)], dtype=torch.float64)
+            return list(values)
+        summed = torch.tensor([float(value) for value in values], dtype=torch.float64)
         dist.all_reduce(summed)
-        return float(summed.item())
+        return summed.tolist()
 
 
 SINGLE = Distributed()

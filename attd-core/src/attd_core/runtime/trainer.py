@@ -210,6 +210,5 @@ def _share(
         return 1.0, loss.item()
     real = getattr(loader.batch_sampler, "real", True)
     count = len(batch) if real else 0
-    total = distributed.total(count)
-    weighted = distributed.total(loss.item() * count)
+    total, weighted = distributed.totals(count, loss.item() * count)
     return count * distributed.world / total, weighted / total
