@@ -53,7 +53,7 @@ def make_bound(norms: bool = False, **adapter_options) -> BoundModel:
     backbone = MambaBackbone(
         MambaOptions(d_model=16, n_layers=2, d_state=4, dt_min=0.1, dt_max=1.0)
     )
-    model = AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
+    model = AttdModel(task, backbone).eval()
     with torch.no_grad():
         model.head.weight *= 10
         for layer in backbone.layers:
@@ -65,7 +65,7 @@ def make_bound(norms: bool = False, **adapter_options) -> BoundModel:
         adapters["norm-affine"] = NormAffineAdapter(NormAffineOptions(per_sample=per_sample))
     for param in model.parameters():
         param.requires_grad_(False)  # as the evaluator freezes them
-    return BoundModel(task, model, adapters)
+    return BoundModel(model, adapters)
 
 
 @pytest.fixture(scope="module")

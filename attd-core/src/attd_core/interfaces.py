@@ -73,7 +73,7 @@ class Batch:
 
 @dataclass
 class ModelOutput:
-    """What a Task's forward returns: logits plus whatever else a caller may need.
+    """What the model's forward returns: logits plus whatever else a caller may need.
 
     `features` are the backbone's `(B, L, D)` outputs, `embedded` its `(B, L, D)` inputs
     (what next-step reconstruction predicts), `pooled` the `(B, D)` summary used by
@@ -175,11 +175,20 @@ class InputSpec:
 
 @runtime_checkable
 class Task(Protocol):
-    """Knows its data, labels and metrics; never the backbone's internals.
+    """Knows its data, labels, head and metrics; never the backbone's internals.
 
     `load_split` returns a Hugging Face `datasets.Dataset` (or any sequence of example
-    dicts); `preprocess` collates a list of those examples into a `Batch`. `forward`
-    runs the model given by the runtime and may pass an adapter state through.
+    dicts); `preprocess` collates a list of those examples into a `Batch`. The model
+    (`attd_core.AttdModel`) runs the forward: embedding, backbone, pooling, then the
+    head from `build_head`. Optional hooks say what the head reads:
+
+    - `token_level = True`: every position's features `(B, L, D)`, nothing pooled
+      (language modelling);
+    - `second_tower(batch) -> Batch` with `pair_towers(first, second) -> Tensor`: a
+      second input (e.g. `Batch.aux` tensors) runs through the same embedding, backbone,
+      adapter state and pooling, and the head reads `pair_towers` of the two pooled
+      `(B, D)` towers (document matching).
+
     A task may also define `sequence_length(example) -> int`: the runtime then batches
     examples of similar length together, which saves most of the padding.
     """
@@ -192,10 +201,6 @@ class Task(Protocol):
     def preprocess(self, raw_batch: list[dict[str, Any]]) -> Batch: ...
 
     def build_head(self, d_model: int) -> nn.Module: ...
-
-    def forward(
-        self, model: Any, batch: Batch, adapter_state: AdapterState | None = None
-    ) -> ModelOutput: ...
 
     def compute_loss(self, output: ModelOutput, batch: Batch) -> Tensor: ...
 
