@@ -99,7 +99,6 @@ class TinyBackbone(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         adapter_state: dict[str, Tensor] | None = None,
-        return_features: bool = False,
     ) -> Tensor:
         shift = (
             self.shift if adapter_state is None else self.shift + adapter_state["shift"][:, None]

@@ -77,14 +77,13 @@ class ModelOutput:
 
     `features` are the backbone's `(B, L, D)` outputs, `embedded` its `(B, L, D)` inputs
     (what next-step reconstruction predicts), `pooled` the `(B, D)` summary used by
-    classification heads, `stats` counters such as how often a guard fired.
+    classification heads.
     """
 
     logits: Tensor
     features: Tensor | None = None
     embedded: Tensor | None = None
     pooled: Tensor | None = None
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 SLOT_KINDS = ("A", "dt_bias", "D", "weight", "norm_weight", "norm_bias", "initial_state")
@@ -140,12 +139,8 @@ class Backbone(Protocol):
     d_model: int
 
     def forward(
-        self,
-        x: Tensor,
-        mask: Tensor | None = None,
-        adapter_state: AdapterState | None = None,
-        return_features: bool = False,
-    ) -> Tensor | ModelOutput: ...
+        self, x: Tensor, mask: Tensor | None = None, adapter_state: AdapterState | None = None
+    ) -> Tensor: ...
 
     def adapter_slots(self) -> dict[str, AdapterSlot]: ...
 

@@ -40,7 +40,7 @@ class MambaMixerOptions(_StackOptions):
     bidirectional: bool = Field(
         False,
         description="Also run a second mixer over each sample's reversed real tokens and add "
-        "its output (for classification; no step mode).",
+        "its output (for classification).",
     )
 
     @model_validator(mode="after")
