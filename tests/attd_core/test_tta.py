@@ -19,6 +19,7 @@ from attd_core import (
     ModelOutput,
     StrategySpec,
     TTAStrategy,
+    UnknownComponentError,
     hookimpl,
     parse_component,
 )
@@ -456,6 +457,13 @@ def test_the_oracle_picks_each_samples_best_step(batch):
     unlabelled = Batch(inputs=batch.inputs, mask=batch.mask)
     with pytest.raises(ConfigError, match="needs labels"):
         oracle.adapt(bound, unlabelled, OBJECTIVE)
+
+
+def test_the_oracle_is_one_strategy_and_no_controller(attd_pm):
+    oracle = parse_component("oracle:8", "strategy", attd_pm).create()
+    assert isinstance(oracle, OracleSteps) and oracle.uses_labels
+    with pytest.raises(UnknownComponentError, match="unknown controller 'oracle'"):
+        parse_component("adaptive:8,controller=oracle", "strategy", attd_pm).create()
 
 
 def test_the_objective_sees_the_unadapted_prediction_as_reference(batch):

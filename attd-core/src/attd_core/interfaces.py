@@ -278,16 +278,14 @@ class Controller(Protocol):
     """Maps a per-sample difficulty signal `(B,)` to at most `k_max` inner steps.
 
     Built-in controllers are monotone: a harder sample never gets fewer steps.
-    `uses_labels` marks controllers that read labels (the oracle): evaluation only, and
-    every report says so. `needs_calibration` is true while the controller has nothing
-    fitted or trained; `calibrate` then fits it from a calibration split's difficulties
-    and, when `uses_best_steps` is true, each sample's best step count (`best_steps`,
-    found with labels on that split). `plan` takes `best_steps` only when `uses_labels`
-    is true.
+    `needs_calibration` is true while the controller has nothing fitted or trained;
+    `calibrate` then fits it from a calibration split's difficulties and, when
+    `uses_best_steps` is true, each sample's best step count (`best_steps`, found with
+    labels on that split). Planning reads the difficulty only, never labels (the
+    label-reading upper bound is the `oracle` strategy).
     """
 
     k_max: int
-    uses_labels: bool
     uses_best_steps: bool
 
     @property
@@ -295,7 +293,7 @@ class Controller(Protocol):
 
     def calibrate(self, difficulty: Tensor, best_steps: Tensor | None = None) -> None: ...
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan: ...
+    def plan(self, difficulty: Tensor) -> ControllerPlan: ...
 
 
 @runtime_checkable

@@ -265,10 +265,6 @@ class IsotonicControllerOptions(ControllerOptions):
     """Isotonic regression of each calibration sample's best step on its difficulty."""
 
 
-class OracleControllerOptions(ControllerOptions):
-    """The best step per sample, from labels: evaluation only."""
-
-
 class EntropyOptions(_Options):
     """Mean prediction entropy (TENT), optionally on confident samples only."""
 
