@@ -39,7 +39,7 @@ from attd_core.options import (
     OracleOptions,
 )
 from attd_core.testing import TinyTask
-from attd_core.tta.engine import adapt_batch
+from attd_core.tta.engine import _Loop, adapt_batch
 from attd_core.tta.strategies import AdaptiveSteps, FixedSteps, NoAdaptation, OracleSteps
 
 LENGTHS = TinyTask().lengths  # (9, 5, 14, 7): a padded batch
@@ -143,6 +143,14 @@ def test_adaptation_never_changes_base_weights(batch, strategy):
         assert p.grad is None, name
         assert torch.equal(p.detach(), before[name]), name
     assert all(not t.requires_grad for t in result.state.values())
+
+
+def test_the_inner_loop_declares_all_its_state_before_it_runs(batch):
+    options = loop(rollback=True, trust_region=1.0, optimizer="adam", entropy_filter=0.99)
+    inner = _Loop(make_bound(), batch, OBJECTIVE, options, None, None, False, False)
+    declared = set(vars(inner))
+    inner.run(torch.full((len(batch),), 2), None)
+    assert set(vars(inner)) == declared
 
 
 def test_fixed_steps_reduce_the_inner_objective(batch):
