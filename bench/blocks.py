@@ -46,7 +46,7 @@ class MambaLayer(nn.Module):
         self.block = MambaBlock(options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(self.norm(x))[0]
+        return x + self.block(self.norm(x))
 
 
 def make_layer(name: str, width: int, heads: int) -> nn.Module:

@@ -69,9 +69,9 @@ def build_model(seed: int = 0):
     torch.manual_seed(seed)
     task = RandomTokens()
     backbone = MambaBackbone(MambaOptions())
-    model = AttdModel(backbone, task.input_spec, task.build_head(backbone.d_model)).eval()
+    model = AttdModel(task, backbone).eval()
     model.requires_grad_(False)
-    return BoundModel(task, model, {"delta-ssm": DeltaSSMAdapter(DeltaSSMOptions())}, seed=seed)
+    return BoundModel(model, {"delta-ssm": DeltaSSMAdapter(DeltaSSMOptions())}, seed=seed)
 
 
 def make_batch(bound, size: int, length: int, seed: int):

@@ -15,7 +15,6 @@ from attd_core.options import (
     GateControllerOptions,
     HaltingControllerOptions,
     IsotonicControllerOptions,
-    OracleControllerOptions,
     QuantileControllerOptions,
     ThresholdControllerOptions,
 )
@@ -25,7 +24,6 @@ from attd_core.tta.controllers import (
     GateController,
     HaltingController,
     IsotonicController,
-    OracleController,
     QuantileController,
     ThresholdController,
     fractions_for_target,
@@ -47,8 +45,6 @@ def _build(name: str, k_max: int = 5, **options):
         return FixedController()
     if name == "isotonic":
         return IsotonicController(IsotonicControllerOptions(k_max=k_max))
-    if name == "oracle":
-        return OracleController(OracleControllerOptions(k_max=k_max))
     cls, opts = BUDGETED[name]
     return cls(opts(k_max=k_max, **options))
 
@@ -81,18 +77,15 @@ def _soft_value(controller, plan) -> torch.Tensor:
 
 def test_factories_resolve_to_the_controllers() -> None:
     specs = {spec.name: spec for spec in BUILT_INS if isinstance(spec, ControllerSpec)}
-    for name in (*MONOTONE, "oracle"):
+    assert sorted(specs) == sorted(MONOTONE)  # the oracle is a strategy, oracle:k_max
+    for name in MONOTONE:
         controller = specs[name].create({"k_max": 3} if name != "fixed" else {"k_max": 2})
         assert isinstance(controller, Controller)
         assert isinstance(controller, torch.nn.Module)
 
 
-def test_only_the_oracle_uses_labels_and_only_fitted_ones_need_calibration() -> None:
-    for name in MONOTONE:
-        assert _build(name).uses_labels is False
-    assert _build("oracle").uses_labels is True
-    for name in ("fixed", "oracle"):
-        assert _build(name).needs_calibration is False
+def test_only_fitted_controllers_need_calibration() -> None:
+    assert _build("fixed").needs_calibration is False
     for name in ("threshold", "gate", "halting", "quantile", "isotonic"):
         controller = _build(name)
         assert controller.needs_calibration is True
@@ -106,19 +99,18 @@ def test_plan_before_calibration_raises(name: str) -> None:
         _build(name).plan(torch.randn(4))
 
 
-@pytest.mark.parametrize("name", [*MONOTONE, "oracle"])
+@pytest.mark.parametrize("name", MONOTONE)
 def test_plan_shapes_and_dtypes(name: str) -> None:
     controller = _build(name, k_max=4) if name != "fixed" else _build(name)
     s = torch.randn(7, dtype=torch.float64)
     _fit(controller, torch.randn(40))
-    best = torch.randint(0, controller.k_max + 1, (7,)) if name == "oracle" else None
-    plan = controller.plan(s, best)
+    plan = controller.plan(s)
     assert plan.k_hard.dtype == torch.long and plan.k_hard.device == s.device
     assert plan.k_hard.shape == plan.k_soft.shape == plan.cost.shape == (7,)
     assert plan.weights.shape == (7, controller.k_max + 1)
     assert bool(((plan.k_hard >= 0) & (plan.k_hard <= controller.k_max)).all())
     with pytest.raises(ValueError, match=r"\(B,\)"):
-        controller.plan(s[:, None], best)
+        controller.plan(s[:, None])
 
 
 def test_fixed_gives_k_max_to_everyone() -> None:
@@ -219,7 +211,7 @@ def test_half_budget_spreads_samples_evenly() -> None:
     assert fractions == pytest.approx([4 / 5, 3 / 5, 2 / 5, 1 / 5])
 
 
-@pytest.mark.parametrize("name", [*MONOTONE, "oracle"])
+@pytest.mark.parametrize("name", MONOTONE)
 @settings(deadline=None, max_examples=15)
 @given(seed=st.integers(0, 2**16), calibrate=st.booleans())
 def test_weights_are_a_distribution_with_the_soft_mean(
@@ -231,8 +223,7 @@ def test_weights_are_a_distribution_with_the_soft_mean(
         _fit(controller, torch.randn(80, generator=generator), seed)
     _perturb(controller, seed, scale=1.0)
     s = 2 * torch.randn(64, generator=generator)
-    best = torch.randint(0, 6, (64,), generator=generator) if name == "oracle" else None
-    plan = controller.plan(s, best)
+    plan = controller.plan(s)
     weights = plan.weights.detach()
     assert bool((weights >= 0).all())
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(64), atol=1e-5, rtol=0)
@@ -277,16 +268,15 @@ def test_halting_vanishing_hazard_gives_k_max() -> None:
     assert plan.k_hard.tolist() == [3, 3]
 
 
-@pytest.mark.parametrize("name", [*MONOTONE, "oracle"])
+@pytest.mark.parametrize("name", MONOTONE)
 def test_samples_are_planned_independently(name: str) -> None:
     controller = _build(name)
     _fit(controller, torch.randn(50, generator=torch.Generator().manual_seed(0)))
     _perturb(controller, 1, scale=0.5)
     s = torch.randn(9, generator=torch.Generator().manual_seed(2))
-    best = torch.arange(9) % 6 if name == "oracle" else None
-    together = controller.plan(s, best)
+    together = controller.plan(s)
     for i in range(9):
-        alone = controller.plan(s[i : i + 1], None if best is None else best[i : i + 1])
+        alone = controller.plan(s[i : i + 1])
         assert torch.equal(alone.k_hard, together.k_hard[i : i + 1])
         torch.testing.assert_close(alone.cost, together.cost[i : i + 1])
         torch.testing.assert_close(alone.weights, together.weights[i : i + 1])
@@ -367,14 +357,3 @@ def test_isotonic_clamps_to_k_max_and_needs_labels() -> None:
         controller.calibrate(torch.randn(5))
     controller.calibrate(torch.tensor([0.0, 1.0, float("nan")]), torch.tensor([1, 9, 0]))
     assert controller.plan(torch.tensor([-1.0, 0.5, 3.0])).k_hard.tolist() == [1, 1, 2]
-
-
-def test_oracle_returns_best_steps_and_needs_them() -> None:
-    controller = OracleController(OracleControllerOptions(k_max=4))
-    with pytest.raises(ValueError, match="best_steps"):
-        controller.plan(torch.randn(3))
-    with pytest.raises(ValueError, match="k_max"):
-        controller.plan(torch.randn(2), torch.tensor([1, 5]))
-    plan = controller.plan(torch.randn(3), torch.tensor([4, 0, 2]))
-    assert plan.k_hard.tolist() == [4, 0, 2]
-    assert plan.weights.argmax(dim=1).tolist() == [4, 0, 2]

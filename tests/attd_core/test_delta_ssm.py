@@ -143,8 +143,6 @@ def test_projection_keeps_adapted_A_below_the_bound_and_counts_it(backbone):
         assert torch.equal(projected[f"{layer}.U"][~moved], state[f"{layer}.U"][~moved])
     assert torch.equal(projected["layers.1.A.U"][2], state["layers.1.A.U"][2])
     assert all(torch.equal(projected[k], state[k]) for k in state if k.endswith(".V"))
-    adapted = backbone(torch.randn(4, 5, 16), adapter_state=projected, return_features=True)
-    assert adapted.stats["a_clamped"] == 0  # nothing left for the backbone's clamp
     again, stats = delta_ssm.project(projected, slots)
     assert int(stats["a_projected"]) == 0
     assert all(torch.equal(again[k], projected[k]) for k in projected)

@@ -44,11 +44,7 @@ class TinyLM(TinyClassification):
     """Language modelling: the head maps every position's features to next-token logits."""
 
     num_classes = VOCAB
-
-    def forward(self, model, batch: Batch, adapter_state: AdapterState | None = None):
-        embedded = model.embed(batch.inputs)
-        features = model.backbone(embedded, mask=batch.mask, adapter_state=adapter_state)
-        return ModelOutput(logits=model.head(features), features=features, embedded=embedded)
+    token_level = True
 
 
 def fresh_state(bound: BoundModel, batch_size: int) -> AdapterState:
@@ -80,13 +76,13 @@ class Fixed:
 def build(task: ClassificationTask) -> BoundModel:
     torch.manual_seed(0)
     backbone = MambaBackbone(MambaOptions(d_model=16, n_layers=1, d_state=4))
-    model = AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
+    model = AttdModel(task, backbone).eval()
     with torch.no_grad():  # nonzero norm biases, as after training: a blank token's gate opens
         for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.bias.normal_()
     adapter = DeltaSSMAdapter(DeltaSSMOptions(rank=2, init_scale=1.0))
-    return BoundModel(task, model, {"delta-ssm": adapter})
+    return BoundModel(model, {"delta-ssm": adapter})
 
 
 @pytest.fixture(scope="module")
@@ -315,8 +311,8 @@ def test_masked_reconstruction_moves_a_fresh_mamba_adapter():
     torch.manual_seed(0)
     task = Padded()
     backbone = MambaBackbone(MambaOptions(d_model=16, n_layers=2, d_state=4))
-    model = AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
-    bound = BoundModel(task, model, {"delta-ssm": DeltaSSMAdapter(DeltaSSMOptions(rank=2))})
+    model = AttdModel(task, backbone).eval()
+    bound = BoundModel(model, {"delta-ssm": DeltaSSMAdapter(DeltaSSMOptions(rank=2))})
     batch = make_batch()
     state = moved_state(bound, len(LENGTHS))
     leaves = [value.requires_grad_() for value in state.values()]

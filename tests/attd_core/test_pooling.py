@@ -104,7 +104,7 @@ def manager(attd_pm):
 
 def model(*pooling: Any, **kwargs: Any) -> AttdModel:
     task = TinyTask()
-    return AttdModel(tiny_backbone(), task.input_spec, task.build_head(16), *pooling, **kwargs)
+    return AttdModel(task, tiny_backbone(), *pooling, **kwargs)
 
 
 def test_the_model_pools_with_masked_mean_by_default():

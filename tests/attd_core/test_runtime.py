@@ -99,7 +99,6 @@ class TinyBackbone(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         adapter_state: dict[str, Tensor] | None = None,
-        return_features: bool = False,
     ) -> Tensor:
         shift = (
             self.shift if adapter_state is None else self.shift + adapter_state["shift"][:, None]
@@ -191,7 +190,7 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 def tiny_model(d_model: int = 8) -> AttdModel:
     task = FirstTokenTask(FirstTokenOptions())
     backbone = TinyBackbone(TinyOptions(d_model=d_model))
-    return AttdModel(backbone, task.input_spec, task.build_head(d_model))
+    return AttdModel(task, backbone)
 
 
 # -- run_experiment ----------------------------------------------------------------------
@@ -277,7 +276,7 @@ def test_evaluation_never_changes_base_weights(manager):
     task = FirstTokenTask(FirstTokenOptions(size=32))
     model = tiny_model()
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    bound = BoundModel(task, model, {"shift": ShiftAdapter(NoOptions())}, seed=0)
+    bound = BoundModel(model, {"shift": ShiftAdapter(NoOptions())}, seed=0)
     strategy = parse_component("fixed:5,lr=10", "strategy", manager).create()
     objective = manager.create("objective", "entropy-kl")
     result = evaluate(

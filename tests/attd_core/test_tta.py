@@ -19,6 +19,7 @@ from attd_core import (
     ModelOutput,
     StrategySpec,
     TTAStrategy,
+    UnknownComponentError,
     hookimpl,
     parse_component,
 )
@@ -38,7 +39,7 @@ from attd_core.options import (
     OracleOptions,
 )
 from attd_core.testing import TinyTask
-from attd_core.tta.engine import adapt_batch
+from attd_core.tta.engine import _Loop, adapt_batch
 from attd_core.tta.strategies import AdaptiveSteps, FixedSteps, NoAdaptation, OracleSteps
 
 LENGTHS = TinyTask().lengths  # (9, 5, 14, 7): a padded batch
@@ -53,7 +54,7 @@ def make_bound(norms: bool = False, **adapter_options) -> BoundModel:
     backbone = MambaBackbone(
         MambaOptions(d_model=16, n_layers=2, d_state=4, dt_min=0.1, dt_max=1.0)
     )
-    model = AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
+    model = AttdModel(task, backbone).eval()
     with torch.no_grad():
         model.head.weight *= 10
         for layer in backbone.layers:
@@ -65,7 +66,7 @@ def make_bound(norms: bool = False, **adapter_options) -> BoundModel:
         adapters["norm-affine"] = NormAffineAdapter(NormAffineOptions(per_sample=per_sample))
     for param in model.parameters():
         param.requires_grad_(False)  # as the evaluator freezes them
-    return BoundModel(task, model, adapters)
+    return BoundModel(model, adapters)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,14 @@ def test_adaptation_never_changes_base_weights(batch, strategy):
         assert p.grad is None, name
         assert torch.equal(p.detach(), before[name]), name
     assert all(not t.requires_grad for t in result.state.values())
+
+
+def test_the_inner_loop_declares_all_its_state_before_it_runs(batch):
+    options = loop(rollback=True, trust_region=1.0, optimizer="adam", entropy_filter=0.99)
+    inner = _Loop(make_bound(), batch, OBJECTIVE, options, None, None, False, False)
+    declared = set(vars(inner))
+    inner.run(torch.full((len(batch),), 2), None)
+    assert set(vars(inner)) == declared
 
 
 def test_fixed_steps_reduce_the_inner_objective(batch):
@@ -456,6 +465,13 @@ def test_the_oracle_picks_each_samples_best_step(batch):
     unlabelled = Batch(inputs=batch.inputs, mask=batch.mask)
     with pytest.raises(ConfigError, match="needs labels"):
         oracle.adapt(bound, unlabelled, OBJECTIVE)
+
+
+def test_the_oracle_is_one_strategy_and_no_controller(attd_pm):
+    oracle = parse_component("oracle:8", "strategy", attd_pm).create()
+    assert isinstance(oracle, OracleSteps) and oracle.uses_labels
+    with pytest.raises(UnknownComponentError, match="unknown controller 'oracle'"):
+        parse_component("adaptive:8,controller=oracle", "strategy", attd_pm).create()
 
 
 def test_the_objective_sees_the_unadapted_prediction_as_reference(batch):

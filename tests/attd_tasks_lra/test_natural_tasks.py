@@ -456,7 +456,7 @@ def test_retrieval_two_towers_share_every_weight(aan_task, aan_model):
     handle = aan_model.backbone.register_forward_hook(spy, with_kwargs=True)
     try:
         with torch.no_grad():
-            aan_task.forward(aan_model, batch, state)
+            aan_model(batch, state)
     finally:
         handle.remove()
     assert [shape for shape, _ in calls] == [
@@ -475,10 +475,10 @@ def test_retrieval_swapping_documents_swaps_the_towers(aan_task, aan_model):
         aux={"inputs2": batch.inputs, "mask2": batch.mask},
     )
     with torch.no_grad():
-        out = aan_task.forward(aan_model, batch)
-        out_swapped = aan_task.forward(aan_model, swapped)
+        out = aan_model(batch)
+        out_swapped = aan_model(swapped)
         x1, x2 = out.pooled, out_swapped.pooled
-        pair, pair_swapped = (aan_task.pair_features(*xs) for xs in ((x1, x2), (x2, x1)))
+        pair, pair_swapped = (aan_task.pair_towers(*xs) for xs in ((x1, x2), (x2, x1)))
         torch.testing.assert_close(aan_model.head(pair), out.logits)
         torch.testing.assert_close(aan_model.head(pair_swapped), out_swapped.logits)
     d = x1.shape[-1]
@@ -490,7 +490,7 @@ def test_retrieval_swapping_documents_swaps_the_towers(aan_task, aan_model):
 def test_retrieval_gradient_reaches_the_shared_tower_from_both_documents(aan_task, aan_model):
     row = {"label": "1", "text1": "aaaa", "text2": "zzzzzz"}
     batch = aan_task.preprocess([row, {**row, "label": "0"}])
-    output = aan_task.forward(aan_model, batch)
+    output = aan_model(batch)
     loss = aan_task.compute_loss(output, batch)
     embedding = aan_model.embed.weight
     grad_embed, *grad_backbone = torch.autograd.grad(

@@ -34,9 +34,9 @@ def bound(manager, make, corpus):
     task = make(path=str(corpus), block_size=32)
     torch.manual_seed(0)
     backbone = manager.create("backbone", "mamba", TINY_MAMBA)
-    model = attd_core.AttdModel(backbone, task.input_spec, task.build_head(16)).eval()
+    model = attd_core.AttdModel(task, backbone).eval()
     adapter = manager.create("adapter", "delta-ssm", {"rank": 1})
-    return attd_core.BoundModel(task, model, {"delta-ssm": adapter})
+    return attd_core.BoundModel(model, {"delta-ssm": adapter})
 
 
 def test_registered_with_next_token_run_defaults(manager):

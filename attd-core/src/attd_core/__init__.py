@@ -84,7 +84,6 @@ _LAZY = {
     "HaltingController": "attd_core.tta.controllers",
     "QuantileController": "attd_core.tta.controllers",
     "IsotonicController": "attd_core.tta.controllers",
-    "OracleController": "attd_core.tta.controllers",
     "adapt_batch": "attd_core.tta.engine",
     "select_keys": "attd_core.tta.selector",
     "NoAdaptation": "attd_core.tta.strategies",

@@ -103,12 +103,6 @@ BUILT_INS: tuple[PluginSpec, ...] = (
         factory=f"{_CONTROLLERS}:IsotonicController",
         config=options.IsotonicControllerOptions,
     ),
-    ControllerSpec(
-        name="oracle",
-        summary="Best step per sample from labels (evaluation only)",
-        factory=f"{_CONTROLLERS}:OracleController",
-        config=options.OracleControllerOptions,
-    ),
     ObjectiveSpec(
         name="entropy",
         summary="Prediction entropy, optionally on confident samples only",

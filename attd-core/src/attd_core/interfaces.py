@@ -73,18 +73,17 @@ class Batch:
 
 @dataclass
 class ModelOutput:
-    """What a Task's forward returns: logits plus whatever else a caller may need.
+    """What the model's forward returns: logits plus whatever else a caller may need.
 
     `features` are the backbone's `(B, L, D)` outputs, `embedded` its `(B, L, D)` inputs
     (what next-step reconstruction predicts), `pooled` the `(B, D)` summary used by
-    classification heads, `stats` counters such as how often a guard fired.
+    classification heads.
     """
 
     logits: Tensor
     features: Tensor | None = None
     embedded: Tensor | None = None
     pooled: Tensor | None = None
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 SLOT_KINDS = ("A", "dt_bias", "D", "weight", "norm_weight", "norm_bias", "initial_state")
@@ -140,12 +139,8 @@ class Backbone(Protocol):
     d_model: int
 
     def forward(
-        self,
-        x: Tensor,
-        mask: Tensor | None = None,
-        adapter_state: AdapterState | None = None,
-        return_features: bool = False,
-    ) -> Tensor | ModelOutput: ...
+        self, x: Tensor, mask: Tensor | None = None, adapter_state: AdapterState | None = None
+    ) -> Tensor: ...
 
     def adapter_slots(self) -> dict[str, AdapterSlot]: ...
 
@@ -175,11 +170,20 @@ class InputSpec:
 
 @runtime_checkable
 class Task(Protocol):
-    """Knows its data, labels and metrics; never the backbone's internals.
+    """Knows its data, labels, head and metrics; never the backbone's internals.
 
     `load_split` returns a Hugging Face `datasets.Dataset` (or any sequence of example
-    dicts); `preprocess` collates a list of those examples into a `Batch`. `forward`
-    runs the model given by the runtime and may pass an adapter state through.
+    dicts); `preprocess` collates a list of those examples into a `Batch`. The model
+    (`attd_core.AttdModel`) runs the forward: embedding, backbone, pooling, then the
+    head from `build_head`. Optional hooks say what the head reads:
+
+    - `token_level = True`: every position's features `(B, L, D)`, nothing pooled
+      (language modelling);
+    - `second_tower(batch) -> Batch` with `pair_towers(first, second) -> Tensor`: a
+      second input (e.g. `Batch.aux` tensors) runs through the same embedding, backbone,
+      adapter state and pooling, and the head reads `pair_towers` of the two pooled
+      `(B, D)` towers (document matching).
+
     A task may also define `sequence_length(example) -> int`: the runtime then batches
     examples of similar length together, which saves most of the padding.
     """
@@ -192,10 +196,6 @@ class Task(Protocol):
     def preprocess(self, raw_batch: list[dict[str, Any]]) -> Batch: ...
 
     def build_head(self, d_model: int) -> nn.Module: ...
-
-    def forward(
-        self, model: Any, batch: Batch, adapter_state: AdapterState | None = None
-    ) -> ModelOutput: ...
 
     def compute_loss(self, output: ModelOutput, batch: Batch) -> Tensor: ...
 
@@ -278,16 +278,14 @@ class Controller(Protocol):
     """Maps a per-sample difficulty signal `(B,)` to at most `k_max` inner steps.
 
     Built-in controllers are monotone: a harder sample never gets fewer steps.
-    `uses_labels` marks controllers that read labels (the oracle): evaluation only, and
-    every report says so. `needs_calibration` is true while the controller has nothing
-    fitted or trained; `calibrate` then fits it from a calibration split's difficulties
-    and, when `uses_best_steps` is true, each sample's best step count (`best_steps`,
-    found with labels on that split). `plan` takes `best_steps` only when `uses_labels`
-    is true.
+    `needs_calibration` is true while the controller has nothing fitted or trained;
+    `calibrate` then fits it from a calibration split's difficulties and, when
+    `uses_best_steps` is true, each sample's best step count (`best_steps`, found with
+    labels on that split). Planning reads the difficulty only, never labels (the
+    label-reading upper bound is the `oracle` strategy).
     """
 
     k_max: int
-    uses_labels: bool
     uses_best_steps: bool
 
     @property
@@ -295,7 +293,7 @@ class Controller(Protocol):
 
     def calibrate(self, difficulty: Tensor, best_steps: Tensor | None = None) -> None: ...
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan: ...
+    def plan(self, difficulty: Tensor) -> ControllerPlan: ...
 
 
 @runtime_checkable

@@ -1,7 +1,9 @@
 """The model the runtime assembles from plugins: embedding, backbone, pooling, task head.
 
-Tasks compose these pieces in their `forward`; `BoundModel` ties a model to its task
-and adapter so that TTA strategies see one callable and never the task's internals.
+`AttdModel.forward` is the one forward pass: tasks supply only their head and, when
+they need them, a per-token readout or a second tower (see `Task`). `BoundModel` ties
+a model to its adapters so that TTA strategies see one callable and never the task's
+internals.
 """
 
 from __future__ import annotations
@@ -53,43 +55,77 @@ def resolve_pooling(
 
 
 class AttdModel(nn.Module):
-    """Input embedding + backbone + pooling + the task's head.
+    """Input embedding + backbone + pooling + the task's head, run by `forward`.
 
-    `pooling` is a registered pooling's name (resolved through `manager`, see
-    `resolve_pooling`) or a `Pooling` callable; one that is an `nn.Module` is a submodule,
-    so its parameters train and are saved with the model.
+    The head is `task.build_head(d_model)`. `pooling` is a registered pooling's name
+    (resolved through `manager`, see `resolve_pooling`) or a `Pooling` callable; one
+    that is an `nn.Module` is a submodule, so its parameters train and are saved with
+    the model. The task's optional hooks (`token_level`, `second_tower` with
+    `pair_towers`) decide what the head reads.
     """
 
     def __init__(
         self,
+        task: Task,
         backbone: Backbone,
-        input_spec: InputSpec,
-        head: nn.Module,
         pooling: str | Pooling = DEFAULT,
         *,
         manager: PluginManager | None = None,
     ) -> None:
         super().__init__()
+        two_towers = [hasattr(task, name) for name in ("second_tower", "pair_towers")]
+        if any(two_towers) and not all(two_towers):
+            raise ConfigError(
+                f"task {type(task).__name__} defines one of second_tower and pair_towers; "
+                "a two-tower task needs both"
+            )
+        head = task.build_head(backbone.d_model)
         pooling_name, pool = resolve_pooling(pooling, manager)
-        d_model = backbone.d_model
+        input_spec = task.input_spec
         if input_spec.vocab_size is not None:
             self.embed: nn.Module = nn.Embedding(
-                input_spec.vocab_size, d_model, padding_idx=input_spec.pad_id
+                input_spec.vocab_size, backbone.d_model, padding_idx=input_spec.pad_id
             )
         elif input_spec.channels is not None:
-            self.embed = nn.Linear(input_spec.channels, d_model)
+            self.embed = nn.Linear(input_spec.channels, backbone.d_model)
         else:
             raise ConfigError("a task's input_spec needs vocab_size or channels")
         self.backbone = backbone
         self.head = head
         self.pooling_name = pooling_name
         self.pooling = pool
+        self.task = task
+        self.token_level = bool(getattr(task, "token_level", False))
+        self.two_towers = all(two_towers)
 
-    def encode(
-        self, inputs: Tensor, mask: Tensor | None = None, adapter_state: AdapterState | None = None
-    ) -> Tensor:
-        """Embed the inputs and run the backbone: `(B, L, D)` features."""
-        return self.backbone(self.embed(inputs), mask=mask, adapter_state=adapter_state)
+    def forward(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
+        """The task's logits for `batch`; the backbone reads `adapter_state` (its deltas).
+
+        A token-level task's head reads every position's features `(B, L, D)`; any
+        other head reads the pooled `(B, D)`, or for a two-tower task
+        `task.pair_towers(first, second)` of both pooled towers, the second being
+        `task.second_tower(batch)` through the same embedding, backbone, adapter state
+        and pooling. `features`, `embedded` and `pooled` are the first tower's.
+        """
+        embedded, features = self._tower(batch.inputs, batch.mask, adapter_state)
+        if self.token_level:
+            return ModelOutput(logits=self.head(features), features=features, embedded=embedded)
+        pooled = self.pool(features, batch.mask)
+        head_input = pooled
+        if self.two_towers:
+            second = self.task.second_tower(batch)
+            _, second_features = self._tower(second.inputs, second.mask, adapter_state)
+            head_input = self.task.pair_towers(pooled, self.pool(second_features, second.mask))
+        return ModelOutput(
+            logits=self.head(head_input), features=features, embedded=embedded, pooled=pooled
+        )
+
+    def _tower(
+        self, inputs: Tensor, mask: Tensor | None, adapter_state: AdapterState | None
+    ) -> tuple[Tensor, Tensor]:
+        """Embed `inputs` and run the backbone: `(embedded, features)`, both `(B, L, D)`."""
+        embedded = self.embed(inputs)
+        return embedded, self.backbone(embedded, mask=mask, adapter_state=adapter_state)
 
     def pool(self, features: Tensor, mask: Tensor | None) -> Tensor:
         """`(B, L, D)` features to `(B, D)` with the model's pooling (what heads read)."""
@@ -97,17 +133,17 @@ class AttdModel(nn.Module):
 
 
 class BoundModel:
-    """A model bound to its task and adapters: what a `TTAStrategy` adapts.
+    """A model bound to its adapters: what a `TTAStrategy` adapts.
 
-    `adapters` maps names to adapters (several combine by dict union of their states).
-    The generator makes fresh adapter states reproducible: `reset_generator()` before an
-    evaluation pass gives every pass the same initial states.
+    Calling it maps an adapter state to the deltas the backbone reads and runs the
+    model's forward. `adapters` maps names to adapters (several combine by dict union
+    of their states). The generator makes fresh adapter states reproducible:
+    `reset_generator()` before an evaluation pass gives every pass the same initial
+    states.
     """
 
-    def __init__(
-        self, task: Task, model: AttdModel, adapters: Mapping[str, Adapter], seed: int = 0
-    ) -> None:
-        self.task, self.model, self.seed = task, model, seed
+    def __init__(self, model: AttdModel, adapters: Mapping[str, Adapter], seed: int = 0) -> None:
+        self.model, self.seed = model, seed
         self.adapter = CombinedAdapter(adapters)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -116,7 +152,11 @@ class BoundModel:
 
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
         deltas = None if adapter_state is None else self.adapter.deltas(adapter_state)
-        return self.task.forward(self.model, batch, deltas)
+        return self.model(batch, deltas)
+
+    @property
+    def task(self) -> Task:
+        return self.model.task
 
     @property
     def per_sample(self) -> bool:
@@ -124,7 +164,7 @@ class BoundModel:
 
     @property
     def input_spec(self) -> InputSpec:
-        return self.task.input_spec
+        return self.model.task.input_spec
 
     def init_adapter_state(self, batch_size: int) -> AdapterState:
         return self.adapter.init_state(self.model.backbone, batch_size, generator=self.generator)
@@ -141,4 +181,4 @@ class BoundModel:
         return self.adapter.num_parameters(state)
 
     def sample_losses(self, output: ModelOutput, batch: Batch) -> Tensor:
-        return self.task.sample_losses(output, batch)
+        return self.model.task.sample_losses(output, batch)

@@ -40,7 +40,7 @@ class MambaMixerOptions(_StackOptions):
     bidirectional: bool = Field(
         False,
         description="Also run a second mixer over each sample's reversed real tokens and add "
-        "its output (for classification; no step mode).",
+        "its output (for classification).",
     )
 
     @model_validator(mode="after")
@@ -263,10 +263,6 @@ class QuantileControllerOptions(CalibratedControllerOptions):
 
 class IsotonicControllerOptions(ControllerOptions):
     """Isotonic regression of each calibration sample's best step on its difficulty."""
-
-
-class OracleControllerOptions(ControllerOptions):
-    """The best step per sample, from labels: evaluation only."""
 
 
 class EntropyOptions(_Options):

@@ -1,7 +1,8 @@
 """A base for classification tasks: one label per sequence, accuracy as the metric.
 
 Plugins subclass it and supply data (`load_split`) and collation (`preprocess`); the
-forward pass, loss and metrics are shared so every classification task pools the same way.
+head, loss and metrics are shared, and the model's forward pools the backbone's
+features for the head, so every classification task reads its sequence the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attd_core.interfaces import AdapterState, Batch, InputSpec, ModelOutput
+from attd_core.interfaces import Batch, InputSpec, ModelOutput
 
 
 class ClassificationTask:
@@ -23,16 +24,6 @@ class ClassificationTask:
 
     def build_head(self, d_model: int) -> nn.Module:
         return nn.Linear(d_model, self.num_classes)
-
-    def forward(
-        self, model: nn.Module, batch: Batch, adapter_state: AdapterState | None = None
-    ) -> ModelOutput:
-        embedded = model.embed(batch.inputs)
-        features = model.backbone(embedded, mask=batch.mask, adapter_state=adapter_state)
-        pooled = model.pool(features, batch.mask)
-        return ModelOutput(
-            logits=model.head(pooled), features=features, embedded=embedded, pooled=pooled
-        )
 
     def compute_loss(self, output: ModelOutput, batch: Batch) -> Tensor:
         return F.cross_entropy(output.logits, batch.labels)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attd_core import AdapterState, Batch, ConfigError, InputSpec, ModelOutput
+from attd_core import Batch, ConfigError, InputSpec, ModelOutput
 from attd_text.collate import TextCollator
 from attd_text.data import (
     check_column,
@@ -158,16 +158,11 @@ class LanguageModelingTask:
 
     # -- model -------------------------------------------------------------------------
 
+    token_level = True
+    """The head reads every position's features: logits `(B, L, V)`, no pooling."""
+
     def build_head(self, d_model: int) -> nn.Module:
         return nn.Linear(d_model, BYTE_VOCAB_SIZE)
-
-    def forward(
-        self, model: nn.Module, batch: Batch, adapter_state: AdapterState | None = None
-    ) -> ModelOutput:
-        """Logits `(B, L, V)` at every position; no pooling."""
-        embedded = model.embed(batch.inputs)
-        features = model.backbone(embedded, mask=batch.mask, adapter_state=adapter_state)
-        return ModelOutput(logits=model.head(features), features=features, embedded=embedded)
 
     def _token_losses(self, output: ModelOutput, batch: Batch) -> tuple[Tensor, Tensor]:
         """`(B, L - 1)` cross-entropies of predicting token t + 1 at t, and where both are real."""

@@ -8,7 +8,6 @@ Mamba layers carry position, so attention layers get no positional encoding.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from attd_core.backbones.mamba import MambaLayer, scan_backends_used
@@ -19,7 +18,7 @@ from attd_core.backbones.slots import (
     stacked_slots,
 )
 from attd_core.backbones.transformer import TransformerLayer, attention_mask
-from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
+from attd_core.interfaces import AdapterSlot, AdapterState
 from attd_core.options import HybridOptions
 
 
@@ -62,8 +61,7 @@ class HybridBackbone(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         adapter_state: AdapterState | None = None,
-        return_features: bool = False,
-    ) -> Tensor | ModelOutput:
+    ) -> Tensor:
         """`(B, L, d_model)` -> `(B, L, d_model)`; `mask` (B, L) is True on real tokens."""
         state = adapter_state or {}
         check_state_keys(state, self._slot_names, type(self).__name__)
@@ -72,16 +70,9 @@ class HybridBackbone(nn.Module):
             x = x * mask.unsqueeze(-1).to(x.dtype)
         # Built once, and only when needed: it is (B, 1, L, L).
         attn_mask = attention_mask(mask, x.shape[1], self.causal) if "A" in self.kinds else None
-        a_clamped = torch.zeros((), dtype=torch.long, device=x.device)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, MambaLayer):
-                x, clamped = layer(x, mask, state, f"layers.{i}.")
-                a_clamped = a_clamped + clamped
+                x = layer(x, mask, state, f"layers.{i}.")
             else:
                 x = layer(x, attn_mask, state, f"layers.{i}.")
-        features = delta_layer_norm(x, self.norm_f, state, "norm_f")
-        if not return_features:
-            return features
-        return ModelOutput(
-            logits=features, features=features, stats={"a_clamped": float(a_clamped)}
-        )
+        return delta_layer_norm(x, self.norm_f, state, "norm_f")

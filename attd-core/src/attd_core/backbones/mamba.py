@@ -10,7 +10,6 @@ and fused kernels, which read weights directly, see the adapted values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from attd_core.backbones.slots import (
     stacked_slots,
     weight_slot,
 )
-from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
+from attd_core.interfaces import AdapterSlot, AdapterState
 from attd_core.options import MambaMixerOptions, MambaOptions
 
 try:
@@ -40,18 +39,6 @@ A_UPPER_BOUND = -1e-4
 
 WEIGHT_SLOTS = ("in_proj", "x_proj", "dt_proj", "out_proj")
 """The mixer's linear maps an adapter state may change (dt_proj's bias is the dt_bias slot)."""
-
-
-@dataclass(frozen=True)
-class MambaLayerCache:
-    """What one mixer carries from token to token in step mode.
-
-    `conv` holds the last `d_conv - 1` convolution inputs `(B, d_inner, d_conv - 1)`,
-    `ssm` the state `h` `(B, d_inner, d_state)`; zeros are the start of a sequence.
-    """
-
-    conv: Tensor
-    ssm: Tensor
 
 
 class MambaBlock(nn.Module):
@@ -134,15 +121,14 @@ class MambaBlock(nn.Module):
         bias = None if name == "dt_proj" else layer.bias  # dt bias is added inside the scan
         return delta_linear(x, layer.weight, bias, state, f"{prefix}{name}")
 
-    def _adapted_A(self, state: AdapterState, slot: str) -> tuple[Tensor, Tensor]:
-        """A plus the state's delta, clamped to `A_UPPER_BOUND`, and how many entries hit it."""
+    def _adapted_A(self, state: AdapterState, slot: str) -> Tensor:
+        """A plus the state's delta, clamped to `A_UPPER_BOUND`."""
         A = self.base_A()
         delta = slot_delta(state, slot, A.shape)
         if delta is None:
-            return A, torch.zeros((), dtype=torch.long, device=A.device)
+            return A
         A = A + delta
-        over = A > A_UPPER_BOUND
-        return torch.where(over, A.new_tensor(A_UPPER_BOUND), A), over.sum()
+        return torch.where(A > A_UPPER_BOUND, A.new_tensor(A_UPPER_BOUND), A)
 
     def _ssm(
         self,
@@ -152,18 +138,16 @@ class MambaBlock(nn.Module):
         prefix: str,
         mask: Tensor | None = None,
         initial_state: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The gated selective scan over conv outputs `xs` with the state's deltas applied.
-
-        Returns y `(B, L, d_inner)`, the last SSM state and the count of clamped A entries.
-        """
+    ) -> Tensor:
+        """The gated selective scan over conv outputs `xs` with the state's deltas applied:
+        y `(B, L, d_inner)`."""
         dt, B, C = self._linear("x_proj", xs, state, prefix).split(
             [self.dt_rank, self.d_state, self.d_state], dim=-1
         )
         dt = self._linear("dt_proj", dt, state, prefix)
-        A, a_clamped = self._adapted_A(state, f"{prefix}A")
+        A = self._adapted_A(state, f"{prefix}A")
         self.scan_backend_used = resolve_backend(self.scan_backend, xs, A, initial_state)
-        y, last = selective_scan(
+        return selective_scan(
             xs,
             dt,
             A,
@@ -174,11 +158,9 @@ class MambaBlock(nn.Module):
             dt_bias=adapted(self.dt_proj.bias, state, f"{prefix}dt_bias"),
             dt_softplus=True,
             initial_state=initial_state,
-            return_last_state=True,
             mask=mask,
             backend=self.scan_backend_used,
         )
-        return y, last, a_clamped
 
     def _conv(self, xs: Tensor) -> Tensor:
         """Causal depthwise conv + SiLU over `(B, d_inner, L)`; the fused kernel on CUDA."""
@@ -193,13 +175,12 @@ class MambaBlock(nn.Module):
         mask: Tensor | None = None,
         adapter_state: AdapterState | None = None,
         prefix: str = "",
-    ) -> tuple[Tensor, Tensor]:
+    ) -> Tensor:
         """Mix `(B, L, d_model)`; the state's deltas are looked up as `{prefix}A` etc.
 
         Masked tokens feed zeros to the convolution (as before a sequence's start) and
         leave the SSM state unchanged, so left or right padding never reaches real tokens.
         A state holding `{prefix}h0` starts the scan there instead of at zeros.
-        Returns the output and how many entries of the adapted A hit `A_UPPER_BOUND`.
         """
         state = adapter_state or {}
         xs, z = self._linear("in_proj", x, state, prefix).chunk(2, dim=-1)
@@ -207,40 +188,8 @@ class MambaBlock(nn.Module):
             xs = xs * mask.unsqueeze(-1).to(xs.dtype)
         xs = self._conv(xs.transpose(1, 2)).transpose(1, 2)
         start = self.initial_state(state, prefix, x.shape[0])
-        y, _, a_clamped = self._ssm(xs, z, state, prefix, mask=mask, initial_state=start)
-        return self._linear("out_proj", y, state, prefix), a_clamped
-
-    def init_cache(
-        self, batch_size: int, adapter_state: AdapterState | None = None, prefix: str = ""
-    ) -> MambaLayerCache:
-        """Zeros, except the SSM state starts at the adapter state's `{prefix}h0` if it has one."""
-        like = {"device": self.A_log.device, "dtype": self.A_log.dtype}
-        width = self.conv1d.kernel_size[0] - 1
-        ssm = self.initial_state(adapter_state or {}, prefix, batch_size)
-        if ssm is None:
-            ssm = torch.zeros(batch_size, self.d_inner, self.d_state, **like)
-        return MambaLayerCache(conv=torch.zeros(batch_size, self.d_inner, width, **like), ssm=ssm)
-
-    def step(
-        self,
-        x_t: Tensor,
-        cache: MambaLayerCache,
-        adapter_state: AdapterState | None = None,
-        prefix: str = "",
-    ) -> tuple[Tensor, MambaLayerCache]:
-        """Mix one token `(B, d_model)` given the cache; returns its output and the new cache.
-
-        The `{prefix}h0` slot is read by `init_cache` only: the cache carries the SSM state.
-        """
-        state = adapter_state or {}
-        xs, z = self._linear("in_proj", x_t, state, prefix).chunk(2, dim=-1)
-        window = torch.cat([cache.conv, xs.unsqueeze(-1)], dim=-1)  # (B, d_inner, d_conv)
-        xs = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
-        y, ssm, _ = self._ssm(
-            xs.unsqueeze(1), z.unsqueeze(1), state, prefix, initial_state=cache.ssm
-        )
-        y = self._linear("out_proj", y, state, prefix).squeeze(1)
-        return y, MambaLayerCache(conv=window[..., 1:], ssm=ssm)
+        y = self._ssm(xs, z, state, prefix, mask=mask, initial_state=start)
+        return self._linear("out_proj", y, state, prefix)
 
 
 def _reversal_index(mask: Tensor) -> Tensor:
@@ -286,26 +235,13 @@ class MambaLayer(nn.Module):
         slots.update(norm_slots(f"{prefix}norm", self.norm))
         return slots
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None, state: AdapterState, prefix: str
-    ) -> tuple[Tensor, Tensor]:
-        """Returns the new residual stream and the count of clamped A entries."""
+    def forward(self, x: Tensor, mask: Tensor | None, state: AdapterState, prefix: str) -> Tensor:
         h = delta_layer_norm(x, self.norm, state, f"{prefix}norm")
-        y, a_clamped = self.mixer(h, mask, state, prefix)
+        y = self.mixer(h, mask, state, prefix)
         if self.reverse is not None:
-            backwards, clamped = self.reverse(
-                reverse_real_tokens(h, mask), mask, state, f"{prefix}reverse."
-            )
+            backwards = self.reverse(reverse_real_tokens(h, mask), mask, state, f"{prefix}reverse.")
             y = y + reverse_real_tokens(backwards, mask)
-            a_clamped = a_clamped + clamped
-        return x + self.dropout(y), a_clamped
-
-    def step(
-        self, x_t: Tensor, cache: MambaLayerCache, state: AdapterState, prefix: str
-    ) -> tuple[Tensor, MambaLayerCache]:
-        h = delta_layer_norm(x_t, self.norm, state, f"{prefix}norm")
-        y, cache = self.mixer.step(h, cache, state, prefix)
-        return x_t + self.dropout(y), cache
+        return x + self.dropout(y)
 
 
 def scan_backends_used(module: nn.Module) -> str | None:
@@ -323,17 +259,12 @@ def scan_backends_used(module: nn.Module) -> str | None:
 
 
 class MambaBackbone(nn.Module):
-    """Pre-norm residual Mamba layers, then a final LayerNorm.
-
-    The parallel `forward` serves training and classification; `step` runs the same
-    causal model one token at a time with carried state, for generation and streaming.
-    """
+    """Pre-norm residual Mamba layers, then a final LayerNorm."""
 
     def __init__(self, options: MambaOptions | None = None) -> None:
         super().__init__()
         options = options or MambaOptions()
         self.d_model = options.d_model
-        self.bidirectional = options.bidirectional
         self.layers = nn.ModuleList(MambaLayer(options) for _ in range(options.n_layers))
         self.norm_f = nn.LayerNorm(options.d_model)
         self._slot_names = tuple(self.adapter_slots())
@@ -359,8 +290,7 @@ class MambaBackbone(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         adapter_state: AdapterState | None = None,
-        return_features: bool = False,
-    ) -> Tensor | ModelOutput:
+    ) -> Tensor:
         """`(B, L, d_model)` -> `(B, L, d_model)`; `mask` (B, L) is True on real tokens.
 
         Padded inputs are zeroed and leave every layer's state unchanged, so padding (left
@@ -371,50 +301,6 @@ class MambaBackbone(nn.Module):
         if mask is not None:
             mask = mask.bool()
             x = x * mask.unsqueeze(-1).to(x.dtype)
-        a_clamped = torch.zeros((), dtype=torch.long, device=x.device)
         for i, layer in enumerate(self.layers):
-            x, clamped = layer(x, mask, state, f"layers.{i}.")
-            a_clamped = a_clamped + clamped
-        features = delta_layer_norm(x, self.norm_f, state, "norm_f")
-        if not return_features:
-            return features
-        return ModelOutput(
-            logits=features, features=features, stats={"a_clamped": float(a_clamped)}
-        )
-
-    def init_cache(
-        self, batch_size: int, adapter_state: AdapterState | None = None
-    ) -> list[MambaLayerCache]:
-        """Step-mode state for the start of a sequence: one cache per layer.
-
-        All zeros, except that each layer's SSM state starts at `adapter_state`'s
-        `layers.{i}.h0` when it has one: pass the same state here as to `step`, since
-        `step` reads initial states through the cache only.
-        """
-        state = adapter_state or {}
-        check_state_keys(state, self._slot_names, type(self).__name__)
-        return [
-            layer.mixer.init_cache(batch_size, state, f"layers.{i}.")
-            for i, layer in enumerate(self.layers)
-        ]
-
-    def step(
-        self,
-        x_t: Tensor,
-        cache: list[MambaLayerCache],
-        adapter_state: AdapterState | None = None,
-    ) -> tuple[Tensor, list[MambaLayerCache]]:
-        """One token `(B, d_model)` -> its features `(B, d_model)` and the next cache.
-
-        Feeding a sequence token by token gives the parallel forward's outputs. The cache
-        is replaced, never mutated, so earlier caches stay valid (and differentiable).
-        """
-        if self.bidirectional:
-            raise ValueError("step mode needs a causal backbone; this one is bidirectional")
-        state = adapter_state or {}
-        check_state_keys(state, self._slot_names, type(self).__name__)
-        next_cache = []
-        for i, (layer, layer_cache) in enumerate(zip(self.layers, cache, strict=True)):
-            x_t, layer_cache = layer.step(x_t, layer_cache, state, f"layers.{i}.")
-            next_cache.append(layer_cache)
-        return delta_layer_norm(x_t, self.norm_f, state, "norm_f"), next_cache
+            x = layer(x, mask, state, f"layers.{i}.")
+        return delta_layer_norm(x, self.norm_f, state, "norm_f")

@@ -22,7 +22,7 @@ from attd_core.backbones.slots import (
     stacked_slots,
     weight_slot,
 )
-from attd_core.interfaces import AdapterSlot, AdapterState, ModelOutput
+from attd_core.interfaces import AdapterSlot, AdapterState
 from attd_core.options import AttentionOptions, TransformerOptions
 
 WEIGHT_SLOTS = ("q", "k", "v", "out", "mlp_in", "mlp_out")
@@ -148,8 +148,7 @@ class TransformerBackbone(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         adapter_state: AdapterState | None = None,
-        return_features: bool = False,
-    ) -> Tensor | ModelOutput:
+    ) -> Tensor:
         """`(B, L, d_model)` -> `(B, L, d_model)`; `mask` (B, L) is True on real tokens.
 
         Padded inputs are zeroed and never attended to; positions count real tokens
@@ -168,7 +167,4 @@ class TransformerBackbone(nn.Module):
         attn_mask = attention_mask(mask, length, self.causal)
         for i, layer in enumerate(self.layers):
             x = layer(x, attn_mask, state, f"layers.{i}.")
-        features = delta_layer_norm(x, self.norm_f, state, "norm_f")
-        if not return_features:
-            return features
-        return ModelOutput(logits=features, features=features)
+        return delta_layer_norm(x, self.norm_f, state, "norm_f")

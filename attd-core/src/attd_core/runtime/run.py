@@ -329,12 +329,9 @@ def build_components(
     config = resolved.config
     task = manager.create("task", config.task.name, resolved.task.options)
     backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
-    head = task.build_head(backbone.d_model)
-    model = AttdModel(backbone, task.input_spec, head, config.model.pooling, manager=manager).to(
-        device
-    )
+    model = AttdModel(task, backbone, config.model.pooling, manager=manager).to(device)
     adapters = {choice.spec.name: choice.create() for choice in resolved.adapters}
-    bound = BoundModel(task, model, adapters, seed=config.runtime.seed)
+    bound = BoundModel(model, adapters, seed=config.runtime.seed)
     objective = manager.create("objective", config.eval.objective.name, resolved.objective.options)
     strategies = {choice.canonical: choice.create() for choice in resolved.tta}
     training = None

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from attd_core.errors import ConfigError
 from attd_core.interfaces import Batch, Task
+from attd_core.model import AttdModel
 from attd_core.runtime.batching import task_loader
 from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.distributed import SINGLE, Distributed
@@ -81,7 +82,7 @@ def train_loader(
 
 
 def train(
-    model: nn.Module,
+    model: AttdModel,
     task: Task,
     config: TrainConfig,
     *,
@@ -113,7 +114,7 @@ def train(
     if loss_fn is None:
 
         def loss_fn(batch: Batch) -> Tensor:
-            return task.compute_loss(task.forward(model, batch), batch)
+            return task.compute_loss(model(batch), batch)
 
     step_loss = _BatchLoss(model, loss_fn)
     if distributed.active:
@@ -187,7 +188,7 @@ def train(
 
 class _BatchLoss(nn.Module):
     """The model and its loss as one module, so that DistributedDataParallel wraps the
-    whole step (tasks call the model's parts, never its forward)."""
+    whole step: the meta regime's loss runs the model several times (adapting first)."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Batch], Tensor]) -> None:
         super().__init__()

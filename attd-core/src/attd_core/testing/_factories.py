@@ -147,8 +147,7 @@ def tiny_model(
     manager = manager or new_plugin_manager()
 
     def build() -> AttdModel:
-        head = task.build_head(backbone.d_model)
-        return AttdModel(backbone, task.input_spec, head, pooling, manager=manager)
+        return AttdModel(task, backbone, pooling, manager=manager)
 
     return _seeded(seed, build).eval()
 
@@ -185,7 +184,7 @@ def tiny_bound_model(
         adapters = {"delta-ssm": new_plugin_manager().create("adapter", "delta-ssm", options)}
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return BoundModel(task, model, adapters, seed=seed)
+    return BoundModel(model, adapters, seed=seed)
 
 
 def first_examples(task: Task, split: str, n: int) -> list[Any]:

@@ -125,11 +125,11 @@ def _dtype_and_device(module: Any, default: Any) -> Any:
 
 
 class TaskConformance:
-    """The `Task` contract: data, collation, head, forward, losses, metrics, padding.
+    """The `Task` contract: data, collation, head, losses, metrics, padding.
 
-    Subclass it and define `make_task()`. The forward checks run the task on a tiny real
-    `AttdModel` (`make_backbone()`, default a tiny Mamba; pooling `pooling`), on the
-    first `sample_size` examples of the first of `splits`.
+    Subclass it and define `make_task()`. The forward checks run a tiny real `AttdModel`
+    with the task's head and hooks (`make_backbone()`, default a tiny Mamba; pooling
+    `pooling`) on the first `sample_size` examples of the first of `splits`.
     """
 
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
@@ -169,11 +169,11 @@ class TaskConformance:
             lambda: _factories().tiny_model(attd_task, self.make_backbone(), pooling=self.pooling),
         )
 
-    def _forward(self, task: Task, model: AttdModel, batch: Batch, state: Any = None) -> Any:
+    def _forward(self, model: AttdModel, batch: Batch, state: Any = None) -> Any:
         import torch
 
         with torch.no_grad():
-            return task.forward(model, batch, state)
+            return model(batch, state)
 
     # protocol and data
 
@@ -186,7 +186,6 @@ class TaskConformance:
                 "load_split",
                 "preprocess",
                 "build_head",
-                "forward",
                 "compute_loss",
                 "sample_losses",
                 "compute_metrics",
@@ -200,6 +199,11 @@ class TaskConformance:
             f"Task.num_classes must be an int; got {_describe(num_classes)}"
         )
         assert num_classes >= 1, f"Task.num_classes must be positive; got {num_classes}"
+        assert not hasattr(attd_task, "forward"), (
+            "a Task has no forward: attd_core.AttdModel runs embedding, backbone, pooling "
+            "and the task's head; a token-level task sets token_level = True, a two-tower "
+            "task defines second_tower and pair_towers (see attd_core.Task)"
+        )
 
     def test_input_spec_says_tokens_or_channels(self, attd_task: Task) -> None:
         spec = attd_task.input_spec
@@ -325,9 +329,9 @@ class TaskConformance:
     ) -> None:
         import torch
 
-        output = self._forward(attd_task, attd_model, attd_batch)
+        output = self._forward(attd_model, attd_batch)
         assert isinstance(output, ModelOutput), (
-            f"Task.forward must return an attd_core.ModelOutput; got {type(output).__name__}"
+            f"the model's forward must return an attd_core.ModelOutput; got {type(output).__name__}"
         )
         size, classes = len(attd_batch), attd_task.num_classes
         logits = output.logits
@@ -335,7 +339,7 @@ class TaskConformance:
             f"ModelOutput.logits must be (B, ..., num_classes) = ({size}, ..., {classes}) "
             f"for a head from build_head; got {_describe(logits)}"
         )
-        assert bool(torch.isfinite(logits).all()), "Task.forward gave non-finite logits"
+        assert bool(torch.isfinite(logits).all()), "the task's head gave non-finite logits"
         d_model = attd_model.backbone.d_model
         if output.pooled is not None:
             assert tuple(output.pooled.shape) == (size, d_model), (
@@ -350,16 +354,16 @@ class TaskConformance:
                 )
 
     def test_forward_passes_the_adapter_state_to_the_backbone(
-        self, attd_task: Task, attd_model: AttdModel, attd_batch: Batch
+        self, attd_model: AttdModel, attd_batch: Batch
     ) -> None:
-        plain = self._forward(attd_task, attd_model, attd_batch).logits
-        empty = self._forward(attd_task, attd_model, attd_batch, {}).logits
+        plain = self._forward(attd_model, attd_batch).logits
+        empty = self._forward(attd_model, attd_batch, {}).logits
         _close(
             empty,
             plain,
             self.atol,
             self.rtol,
-            "Task.forward with an empty adapter state must equal the forward without one",
+            "the forward with an empty adapter state must equal the forward without one",
         )
         slots = list(attd_model.backbone.adapter_slots().values())
         if not slots:
@@ -368,12 +372,11 @@ class TaskConformance:
         delta = _like(slot.base, seed=5)
         if slot.upper_bound is not None:
             delta = -delta.abs()
-        moved = self._forward(attd_task, attd_model, attd_batch, {slot.name: delta}).logits
+        moved = self._forward(attd_model, attd_batch, {slot.name: delta}).logits
         assert _differs(moved, plain), (
-            f"a delta on the backbone's slot {slot.name!r} did not change the logits: "
-            "Task.forward must hand adapter_state to the backbone (model.backbone(..., "
-            "adapter_state=adapter_state) or model.encode), or test-time adaptation "
-            "does nothing"
+            f"a delta on the backbone's slot {slot.name!r} did not change the logits: the "
+            "task's head (and pair_towers) must read the backbone's features, or "
+            "test-time adaptation does nothing"
         )
 
     def test_compute_loss_is_a_finite_scalar_with_gradient(
@@ -381,7 +384,7 @@ class TaskConformance:
     ) -> None:
         import torch
 
-        output = attd_task.forward(attd_model, attd_batch)
+        output = attd_model(attd_batch)
         loss = attd_task.compute_loss(output, attd_batch)
         assert isinstance(loss, torch.Tensor) and loss.dim() == 0, (
             f"compute_loss must return a scalar tensor; got {_describe(loss)}"
@@ -403,7 +406,7 @@ class TaskConformance:
     ) -> None:
         import torch
 
-        output = self._forward(attd_task, attd_model, attd_batch)
+        output = self._forward(attd_model, attd_batch)
         losses = attd_task.sample_losses(output, attd_batch)
         size = len(attd_batch)
         assert isinstance(losses, torch.Tensor) and tuple(losses.shape) == (size,), (
@@ -425,7 +428,7 @@ class TaskConformance:
     def test_compute_metrics_returns_floats(
         self, attd_task: Task, attd_model: AttdModel, attd_batch: Batch
     ) -> None:
-        output = self._forward(attd_task, attd_model, attd_batch)
+        output = self._forward(attd_model, attd_batch)
         metrics = attd_task.compute_metrics(output, attd_batch)
         assert isinstance(metrics, Mapping) and metrics, (
             f"compute_metrics must return a non-empty dict of floats; got {metrics!r}"
@@ -448,13 +451,13 @@ class TaskConformance:
 
         if attd_batch.mask is None:
             pytest.skip("the task's batches carry no mask, so nothing is padding")
-        logits = self._forward(attd_task, attd_model, attd_batch).logits
+        logits = self._forward(attd_model, attd_batch).logits
         length = attd_batch.mask.shape[1]
         per_token = logits.dim() >= 3 and logits.shape[1] == length
         checked = False
         if not _has_positional_aux(attd_batch, length):
             padded = _pad_right(attd_batch, 3, attd_task.input_spec)
-            more, before = self._forward(attd_task, attd_model, padded).logits, logits
+            more, before = self._forward(attd_model, padded).logits, logits
             if per_token:  # the three new positions are padding: compare the old ones
                 more, before = more[:, :length][attd_batch.mask], logits[attd_batch.mask]
             _close(
@@ -470,7 +473,7 @@ class TaskConformance:
         padded_rows = torch.nonzero(lengths < length).flatten().tolist()
         for row in padded_rows[:2]:
             alone = attd_task.preprocess([attd_examples[row]])
-            single = self._forward(attd_task, attd_model, alone).logits[0]
+            single = self._forward(attd_model, alone).logits[0]
             mine = logits[row]
             if per_token:  # per-token logits: the sample's real positions only
                 mine, single = mine[attd_batch.mask[row]], single[alone.mask[0]]
@@ -575,7 +578,7 @@ class BackboneConformance:
         from torch import nn
 
         assert isinstance(attd_backbone, Backbone), (
-            "a Backbone needs d_model, forward(x, mask, adapter_state, return_features) and "
+            "a Backbone needs d_model, forward(x, mask, adapter_state) and "
             "adapter_slots() (see attd_core.Backbone)"
         )
         assert isinstance(attd_backbone, nn.Module), (
@@ -599,18 +602,6 @@ class BackboneConformance:
                 f"{_describe(y)}"
             )
             assert bool(torch.isfinite(y).all()), "forward gave non-finite outputs"
-        with torch.no_grad():
-            output = attd_backbone(x, mask=mask, return_features=True)
-        assert isinstance(output, ModelOutput) and output.features is not None, (
-            "forward(..., return_features=True) must return a ModelOutput with features"
-        )
-        _close(
-            output.features,
-            self._run(attd_backbone, x, mask),
-            self.atol,
-            self.rtol,
-            "ModelOutput.features (return_features=True) must be the plain forward's output",
-        )
 
     def test_adapter_slots_are_well_formed(self, attd_backbone: Backbone) -> None:
         import torch

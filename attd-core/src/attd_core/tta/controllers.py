@@ -1,7 +1,7 @@
 """Controllers: how many inner steps each sample gets, from its difficulty signal.
 
-Every controller but the oracle is monotone by construction (a harder sample never gets
-fewer steps) and plans each sample from its own difficulty alone. They are `nn.Module`s
+Every controller is monotone by construction (a harder sample never gets fewer steps)
+and plans each sample from its own difficulty alone. They are `nn.Module`s
 so the learned ones train with the controller regime and all of them save and load
 through `state_dict`; whatever calibration fits lives in buffers, next to a `fitted`
 flag, so a loaded controller knows it is ready.
@@ -22,7 +22,6 @@ from attd_core.options import (
     GateControllerOptions,
     HaltingControllerOptions,
     IsotonicControllerOptions,
-    OracleControllerOptions,
     QuantileControllerOptions,
     ThresholdControllerOptions,
 )
@@ -172,9 +171,8 @@ def isotonic_steps(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _Controller(nn.Module):
-    """What every controller shares: the step budget and the no-labels default."""
+    """What every controller shares: the step budget; no best steps needed."""
 
-    uses_labels = False
     uses_best_steps = False
 
     def __init__(self, options: ControllerOptions) -> None:
@@ -227,7 +225,7 @@ class FixedController(_Controller):
     def __init__(self, options: FixedControllerOptions | None = None) -> None:
         super().__init__(options or FixedControllerOptions())
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
+    def plan(self, difficulty: Tensor) -> ControllerPlan:
         s = _as_signal(difficulty)
         k_hard = torch.full(s.shape, self.k_max, dtype=torch.long, device=s.device)
         return _discrete_plan(k_hard, self.k_max, s.dtype)
@@ -270,7 +268,7 @@ class ThresholdController(_Fitted):
             self.delta.copy_(_inverse_softplus(steps))
         self._mark_fitted()
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
+    def plan(self, difficulty: Tensor) -> ControllerPlan:
         s = _as_signal(difficulty)
         thresholds = self.thresholds().to(device=s.device)
         s = s.to(thresholds.dtype)
@@ -305,7 +303,7 @@ class GateController(_Fitted):
             self.threshold.copy_(_thresholds_exceeded_by(s, fraction)[0])
         self._mark_fitted()
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
+    def plan(self, difficulty: Tensor) -> ControllerPlan:
         s = _as_signal(difficulty)
         threshold = self.threshold.to(device=s.device)
         s = s.to(threshold.dtype)
@@ -372,7 +370,7 @@ class HaltingController(_Fitted):
             self.b.fill_((lo + hi) / 2)
         self._mark_fitted()
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
+    def plan(self, difficulty: Tensor) -> ControllerPlan:
         s = _as_signal(difficulty)
         w, b = self.w.to(device=s.device), self.b.to(device=s.device)
         s = s.to(w.dtype)
@@ -407,7 +405,7 @@ class QuantileController(_Fitted):
         self.thresholds.copy_(targets)
         self._mark_fitted()
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
+    def plan(self, difficulty: Tensor) -> ControllerPlan:
         self._require_fitted()
         s = _as_signal(difficulty)
         thresholds = self.thresholds.to(device=s.device)
@@ -459,7 +457,7 @@ class IsotonicController(_Fitted):
         self._buffers["levels"] = levels.to(device=device, dtype=x.dtype)
         self._mark_fitted()
 
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
+    def plan(self, difficulty: Tensor) -> ControllerPlan:
         self._require_fitted()
         s = _as_signal(difficulty)
         breakpoints = self.breakpoints.to(device=s.device)
@@ -468,28 +466,3 @@ class IsotonicController(_Fitted):
         fit = levels[(index - 1).clamp(min=0)]
         k_hard = torch.round(fit).clamp(0, self.k_max).long()
         return _discrete_plan(k_hard, self.k_max, s.dtype, breakpoints=breakpoints, levels=levels)
-
-
-class OracleController(_Controller):
-    """Each sample's best step count, read from labels: an upper bound, evaluation only."""
-
-    uses_labels = True
-
-    def __init__(self, options: OracleControllerOptions | None = None) -> None:
-        super().__init__(options or OracleControllerOptions())
-
-    def plan(self, difficulty: Tensor, best_steps: Tensor | None = None) -> ControllerPlan:
-        s = _as_signal(difficulty)
-        if best_steps is None:
-            raise ValueError(
-                "the oracle controller needs best_steps (found with labels): it is for "
-                "evaluation only"
-            )
-        if best_steps.shape != s.shape:
-            raise ValueError(
-                f"best_steps {tuple(best_steps.shape)} must match difficulty {tuple(s.shape)}"
-            )
-        k_hard = best_steps.detach().to(device=s.device, dtype=torch.long)
-        if bool(((k_hard < 0) | (k_hard > self.k_max)).any()):
-            raise ValueError(f"best_steps must lie in [0, k_max={self.k_max}]")
-        return _discrete_plan(k_hard, self.k_max, s.dtype)

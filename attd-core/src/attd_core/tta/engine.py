@@ -56,12 +56,18 @@ def adapt_batch(
     step s (for oracles and training regimes). With `differentiable`, updates stay in the
     autograd graph (training regimes); `create_graph` makes them second order.
     """
-    loop = _Loop(model, batch, objective, options, gamma, differentiable, create_graph)
-    return loop.run(steps, initial_state, on_step)
+    loop = _Loop(
+        model, batch, objective, options, initial_state, gamma, differentiable, create_graph
+    )
+    return loop.run(steps, on_step)
 
 
 class _Loop:
-    """One call of `adapt_batch`; the working state lives in row form (see inner_optim)."""
+    """One call of `adapt_batch`; the working state lives in row form (see inner_optim).
+
+    Everything the loop keeps is set here: the configuration, the fresh state, and the
+    per-row state the steps and guards update (a row per sample, or one shared row).
+    """
 
     def __init__(
         self,
@@ -69,6 +75,7 @@ class _Loop:
         batch: Batch,
         objective: InnerObjective,
         options: InnerLoopOptions,
+        initial_state: AdapterState | None,
         gamma: Callable[[Tensor], Tensor] | None,
         differentiable: bool,
         create_graph: bool,
@@ -76,7 +83,27 @@ class _Loop:
         self.model, self.batch, self.objective, self.options = model, batch, objective, options
         self.gamma, self.differentiable, self.create_graph = gamma, differentiable, create_graph
         self.per_sample = model.per_sample
-        self.stats: dict[str, float] = {}
+        fresh = initial_state if initial_state is not None else model.init_adapter_state(len(batch))
+        if not differentiable:
+            fresh = {key: value.detach() for key, value in fresh.items()}
+        self.fresh: AdapterState = fresh  # what the difficulty is measured at
+        self.selected = select_keys(options.adapt, model.adapter_owners(fresh))  # adapted keys
+        # Per row: where it started (the trust region's centre), its state before its
+        # last step (for rollback and revert), its last inner loss, guard flags and
+        # optimiser buffers.
+        self.initial: AdapterState = {
+            key: value if self.per_sample else value.unsqueeze(0) for key, value in fresh.items()
+        }
+        self.before: AdapterState = dict(self.initial)
+        n_rows, device = (len(batch) if self.per_sample else 1), batch.inputs.device
+        self.last_loss = torch.full((n_rows,), math.inf, device=device)
+        self.flags = {
+            name: torch.zeros(n_rows, dtype=torch.bool, device=device)
+            for name in ("nonfinite", "rolled_back")
+        }
+        self.buffers: dict[str, Tensor] = {}
+        self.filter_flags: dict[str, Tensor] = {}  # per sample, set by the entropy filter
+        self.stats: dict[str, float] = {}  # batch totals of guard counters
 
     def count(self, key: str, value: Tensor | int) -> None:
         self.stats[key] = self.stats.get(key, 0.0) + float(value)
@@ -85,23 +112,16 @@ class _Loop:
         return rows if self.per_sample else {key: value[0] for key, value in rows.items()}
 
     def run(
-        self,
-        steps: StepPlan,
-        initial_state: AdapterState | None,
-        on_step: Callable[[int, AdapterState], None] | None,
+        self, steps: StepPlan, on_step: Callable[[int, AdapterState], None] | None
     ) -> Adaptation:
         model, batch, size = self.model, self.batch, len(self.batch)
         device = batch.inputs.device
-        fresh = initial_state if initial_state is not None else model.init_adapter_state(size)
-        if not self.differentiable:
-            fresh = {key: value.detach() for key, value in fresh.items()}
-        self.selected = select_keys(self.options.adapt, model.adapter_owners(fresh))
         with torch.no_grad():
             reference = model(batch)
         difficulty = None
         if callable(steps):
             with torch.no_grad():
-                difficulty = self.objective(model, batch, fresh, reference).detach()
+                difficulty = self.objective(model, batch, self.fresh, reference).detach()
             steps = steps(difficulty)
         planned = steps.to(device=device, dtype=torch.long).clone()
         weights = self._entropy_filter(reference, planned)
@@ -112,20 +132,9 @@ class _Loop:
                     "(leading batch dimension); this adapter's state is shared"
                 )
             planned = planned[:1]
-        rows = {
-            key: value if self.per_sample else value.unsqueeze(0) for key, value in fresh.items()
-        }
-        self.initial = dict(rows)
-        self.before = dict(rows)
-        n_rows = planned.shape[0]
-        taken = torch.zeros(n_rows, dtype=torch.long, device=device)
+        rows = dict(self.initial)
+        taken = torch.zeros(planned.shape[0], dtype=torch.long, device=device)
         done = planned <= 0
-        self.last_loss = torch.full((n_rows,), math.inf, device=device)
-        self.flags = {
-            name: torch.zeros(n_rows, dtype=torch.bool, device=device)
-            for name in ("nonfinite", "rolled_back")
-        }
-        self.buffers: dict[str, Tensor] = {}
         step = 0
         while not bool(done.all()):
             index = (~done).nonzero().squeeze(1)
@@ -310,7 +319,6 @@ class _Loop:
     def _entropy_filter(self, reference: ModelOutput, planned: Tensor) -> Tensor:
         """Zero the steps (or the loss weight, for a shared state) of uncertain samples."""
         weights = torch.ones(planned.shape[0], device=planned.device)
-        self.filter_flags: dict[str, Tensor] = {}
         c = self.options.entropy_filter
         if c is None:
             return weights

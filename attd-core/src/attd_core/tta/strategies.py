@@ -171,10 +171,6 @@ class AdaptiveSteps(InnerLoopStrategy):
         self.controller = create_controller(options)
 
     @property
-    def uses_labels(self) -> bool:  # type: ignore[override]
-        return self.controller.uses_labels
-
-    @property
     def needs_calibration(self) -> bool:
         return self.controller.needs_calibration
 
@@ -204,21 +200,19 @@ class AdaptiveSteps(InnerLoopStrategy):
                 f"controller {self.options.controller!r} is not calibrated or trained; "
                 "call calibrate() first (the evaluator does, on eval.calibration_split)"
             )
-        best = None
-        if self.controller.uses_labels:
-            best = best_steps(model, batch, objective, self.options, self.k_max)[0]
-        adaptation = self.run_engine(model, batch, objective, self._planner(best))
-        return adaptation
+        return self.run_engine(model, batch, objective, self._planner)
 
-    def _planner(self, best: Tensor | None) -> Callable[[Tensor], Tensor]:
-        return lambda difficulty: self.controller.plan(difficulty, best).k_hard
+    def _planner(self, difficulty: Tensor) -> Tensor:
+        return self.controller.plan(difficulty).k_hard
 
 
 class OracleSteps(InnerLoopStrategy):
     """Each sample's best step count in 0..k_max, chosen by its task loss (labels).
 
-    `steps` reports the chosen counts, so mean k reads as the oracle's plan; its compute
-    is k_max steps and k_max + 1 task-loss forwards for every sample.
+    The state returned is the one judged best, so the oracle's accuracy is exactly that
+    of its chosen steps (an upper bound for every controller). `steps` reports the
+    chosen counts, so mean k reads as the oracle's plan; its compute is k_max steps and
+    k_max + 1 task-loss forwards for every sample.
     """
 
     uses_labels = True

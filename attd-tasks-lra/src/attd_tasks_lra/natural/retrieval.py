@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attd_core import AdapterState, Batch, ClassificationTask, ConfigError, InputSpec, ModelOutput
+from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
 from attd_tasks_lra.natural.options import AAN_FILES, LraRetrievalOptions
 from attd_text import TextCollator, build_encoder
 
@@ -35,13 +35,13 @@ SECOND = ("inputs2", "mask2")
 
 
 class LraRetrievalTask(ClassificationTask):
-    """AAN document pairs, 2 classes; `forward` runs the shared tower on both documents.
+    """AAN document pairs, 2 classes; the model runs the shared tower on both documents.
 
     A batch carries document 1 as `inputs`/`mask` and document 2 in `aux["inputs2"]` and
     `aux["mask2"]` (`(B, L2)`, batch first, so `Batch.select` keeps the pairs together).
     `ModelOutput.features`, `embedded` and `pooled` are document 1's (`(B, L1, D)` and
     `(B, D)`, what the inner objectives read); the head's `(B, 4 D)` input is
-    `pair_features(x1, x2)`. Inner objectives that perturb the input perturb document 1
+    `pair_towers(x1, x2)`. Inner objectives that perturb the input perturb document 1
     only: `entropy-kl`, `entropy`, `consistency`, `next-step` and `masked-reconstruction`
     (which blanks and reconstructs document 1's tokens) run on pairs; `next-token` needs
     per-token logits and fails with a ValueError saying so. Token shifts that move tokens
@@ -200,33 +200,21 @@ class LraRetrievalTask(ClassificationTask):
             nn.Linear(4 * d_model, hidden), nn.GELU(), nn.Linear(hidden, self.num_classes)
         )
 
-    @staticmethod
-    def pair_features(x1: Tensor, x2: Tensor) -> Tensor:
-        """The head's input `(B, 4 D)` from the two pooled documents `(B, D)`."""
-        return torch.cat([x1, x2, x1 * x2, x1 - x2], dim=-1)
-
-    def forward(
-        self, model: nn.Module, batch: Batch, adapter_state: AdapterState | None = None
-    ) -> ModelOutput:
-        """Both documents through the same embedding, backbone (and adapter state) and
-        pooling; the head reads `pair_features`. Features, embedded and pooled are
-        document 1's."""
+    def second_tower(self, batch: Batch) -> Batch:
+        """Document 2 (`aux["inputs2"]`, `aux["mask2"]`): the model runs it through the
+        same embedding, backbone, adapter state and pooling as document 1."""
         missing = [key for key in SECOND if key not in batch.aux]
         if missing:
             raise ValueError(
                 f"an lra-retrieval batch carries document 2 in aux {', '.join(SECOND)}; "
                 f"missing: {', '.join(missing)} (collate it with the task's preprocess)"
             )
-        embedded = model.embed(batch.inputs)
-        features = model.backbone(embedded, mask=batch.mask, adapter_state=adapter_state)
-        x1 = model.pool(features, batch.mask)
-        mask2 = batch.aux["mask2"]
-        features2 = model.backbone(
-            model.embed(batch.aux["inputs2"]), mask=mask2, adapter_state=adapter_state
-        )
-        x2 = model.pool(features2, mask2)
-        logits = model.head(self.pair_features(x1, x2))
-        return ModelOutput(logits=logits, features=features, embedded=embedded, pooled=x1)
+        return Batch(inputs=batch.aux["inputs2"], mask=batch.aux["mask2"])
+
+    @staticmethod
+    def pair_towers(x1: Tensor, x2: Tensor) -> Tensor:
+        """The head's input `(B, 4 D)` from the two pooled documents `(B, D)`."""
+        return torch.cat([x1, x2, x1 * x2, x1 - x2], dim=-1)
 
 
 def _read_pairs(path: str, stamp: Any = None) -> Iterator[dict[str, str]]:
