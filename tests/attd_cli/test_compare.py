@@ -216,6 +216,21 @@ def test_eval_adds_an_entry_to_the_summary_and_a_metrics_line(manager, run_copy)
     assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
 
 
+def test_eval_extends_a_summary_from_an_older_version(manager, run_copy):
+    """Entries from before `metrics` was recorded hold accuracy alone; they stay readable."""
+    path = run_copy / "summary.json"
+    summary = json.loads(path.read_text())
+    old = {name: summary["eval"]["none"][name] for name in ("accuracy", "mean_k", "seconds", "n")}
+    path.write_text(json.dumps({**summary, "eval": {"none": old}}))
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:1", *LIMIT)
+    assert result.exit_code == 0, result.output
+    written = json.loads(path.read_text())
+    assert list(written["eval"]) == ["none", "fixed:1"]
+    assert written["eval"]["none"]["metrics"] == {"accuracy": old["accuracy"]}
+    assert written["eval"]["none"]["mean_k"] == old["mean_k"]
+    assert written["eval"]["fixed:1"]["n"] == 12
+
+
 def _truncate_weights(run: Path) -> None:
     weights = run / "checkpoint" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])

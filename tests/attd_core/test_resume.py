@@ -156,7 +156,7 @@ def test_a_run_stopped_in_evaluation_resumes_without_training(
     monkeypatch.undo()
     started = (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns
     summary = run_experiment(resume_config(out, manager), manager, resume=True)
-    assert summary["train"]["steps"] == 11
+    assert summary.train.steps == 11
     assert_same_run(out, reference)
     assert (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns >= started
 

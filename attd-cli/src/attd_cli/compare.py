@@ -79,7 +79,7 @@ def entry(result: EvalResult) -> dict[str, Any]:
     """One strategy under one shift, as `compare.json` holds it."""
     counts = Counter(result.steps)
     return {
-        **result.summary(),
+        **result.summary().model_dump(),
         "stats": dict(result.stats),
         "k_histogram": {str(k): counts[k] for k in sorted(counts)},
     }

@@ -50,10 +50,11 @@ from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.regimes import meta_loss, train_controller
 from attd_core.runtime.resume import OPTIMIZER_FILE, RNG_FILE, TrainingState
+from attd_core.runtime.summary import SUMMARY_FILE, PhaseSummary, RunSummary, TrainSummary
 from attd_core.runtime.trainer import TrainResult, train
 from attd_core.tta.strategies import InnerLoopStrategy
 
-RUN_MARKERS = ("config.yaml", "summary.json")
+RUN_MARKERS = ("config.yaml", SUMMARY_FILE)
 """Files whose presence means a folder already holds a run."""
 
 
@@ -80,15 +81,15 @@ def run_experiment(
     *,
     console: Console | None = None,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary | None:
     """Train and evaluate as `resolved` says; returns what `summary.json` holds.
 
-    `summary["eval"]` maps each canonical TTA spec string (`none` first) to its
-    accuracy, step-count statistics, wall seconds and number of examples. With
-    `resume`, `runtime.output_dir` is an unfinished run of this config (see `resume_config`).
+    Its `eval` maps each canonical TTA spec string (`none` first) to the task's metrics,
+    step-count statistics, wall seconds and number of examples. With `resume`,
+    `runtime.output_dir` is an unfinished run of this config (see `resume_config`).
 
     Started by `torchrun`, every process trains its share (see `train`); rank 0 alone
-    writes the run folder and evaluates, and the other ranks return `{}` after training.
+    writes the run folder and evaluates, and the other ranks return None after training.
     """
     config = resolved.config
     distributed, device = start_distributed(select_device(config.runtime.device))
@@ -103,7 +104,7 @@ def run_experiment(
             quiet = Console(quiet=True)
             _train(parts, resolved, device, discarded, quiet, output_dir, None, distributed)
         stop_distributed()
-        return {}
+        return None
 
     output_dir.mkdir(parents=True, exist_ok=True)
     restart = _restart_point(output_dir, parts, resolved) if resume else None
@@ -115,9 +116,9 @@ def run_experiment(
         output_dir / "metrics.jsonl", tensorboard=config.runtime.tensorboard
     ) as metrics:
         if isinstance(restart, TrainResult):  # trained before it was stopped
-            trained, phases = restart, {}
+            trained, controller = restart, None
         else:
-            trained, phases = _train(
+            trained, controller = _train(
                 parts, resolved, device, metrics, console, output_dir, restart, distributed
             )
         stop_distributed()
@@ -135,26 +136,26 @@ def run_experiment(
         shift = None if resolved.shift is None else resolved.shift.create()
         results = evaluate_strategies(parts, config, device, metrics, console, shift=shift)
 
-    summary = {
-        "task": config.task.name,
-        "shift": config.eval.shift,
-        "eval": {canonical: result.summary() for canonical, result in results.items()},
-        "backbone": resolved.backbone.canonical,
-        "adapter": resolved.adapter_text,
-        "scan_backend": scan_backend(parts.model),
-        "train": {
-            "regime": config.train.regime,
-            "steps": trained.steps,
-            "epochs": trained.epochs,
-            "loss": trained.loss,
-            "seconds": trained.seconds,
-            **phases,
-        },
-        "seed": config.runtime.seed,
-        "device": str(device),
-        "output_dir": str(output_dir),
-    }
-    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = RunSummary(
+        task=config.task.name,
+        shift=config.eval.shift,
+        eval={canonical: result.summary() for canonical, result in results.items()},
+        backbone=resolved.backbone.canonical,
+        adapter=resolved.adapter_text,
+        scan_backend=scan_backend(parts.model),
+        train=TrainSummary(
+            regime=config.train.regime,
+            steps=trained.steps,
+            epochs=trained.epochs,
+            loss=trained.loss,
+            seconds=trained.seconds,
+            controller=controller,
+        ),
+        seed=config.runtime.seed,
+        device=str(device),
+        output_dir=str(output_dir),
+    )
+    summary.write(output_dir)
     return summary
 
 
@@ -197,8 +198,9 @@ def _train(
     output_dir: Path,
     resume: TrainingState | None,
     distributed: Distributed = SINGLE,
-) -> tuple[TrainResult, dict[str, Any]]:
-    """The base (or meta) phase, then the controller phase when the regime asks for it.
+) -> tuple[TrainResult, PhaseSummary | None]:
+    """The base (or meta) phase, then the controller phase when the regime asks for it
+    (returned as the second item; None without one).
 
     The base phase saves a resumable checkpoint every `train.checkpoint_every` steps.
     """
@@ -227,7 +229,7 @@ def _train(
         generators={"adapter_init": parts.bound.generator},
         distributed=distributed,
     )
-    phases: dict[str, Any] = {}
+    controller = None
     if config.train.regime == "controller" and distributed.is_main:
         result = train_controller(
             parts.bound,
@@ -239,12 +241,8 @@ def _train(
             metrics=metrics,
             console=console,
         )
-        phases["controller"] = {
-            "steps": result.steps,
-            "loss": result.loss,
-            "seconds": result.seconds,
-        }
-    return trained, phases
+        controller = PhaseSummary(steps=result.steps, loss=result.loss, seconds=result.seconds)
+    return trained, controller
 
 
 def _training_text(resolved: ResolvedConfig) -> str | None:
@@ -263,9 +261,9 @@ def resume_config(run_dir: str | Path, manager: PluginManager) -> ResolvedConfig
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
-    if (run_dir / "summary.json").exists():
+    if (run_dir / SUMMARY_FILE).exists():
         raise ConfigError(
-            f"run {str(run_dir)!r} has finished (it has summary.json): nothing to resume"
+            f"run {str(run_dir)!r} has finished (it has {SUMMARY_FILE}): nothing to resume"
         )
     return resolve_run_config(manager, config_files=[config_file], output_dir=run_dir)
 
