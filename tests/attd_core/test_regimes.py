@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 import attd_core
 from attd_core import ConfigError, InputSpec, TaskSpec, hookimpl
 from attd_core.runtime.config import TrainConfig
+from attd_core.runtime.finished_run import load_run
 from attd_core.runtime.regimes import _controller_loss
-from attd_core.runtime.run import build_components, load_run
+from attd_core.runtime.run import build_components
 from attd_core.tasks import ClassificationTask
 
 TINY = [

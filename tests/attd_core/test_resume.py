@@ -19,7 +19,8 @@ from attd_core import (
     resolve_run_config,
 )
 from attd_core.runtime import evaluator, trainer
-from attd_core.runtime.run import resume_config, run_experiment
+from attd_core.runtime.run import run_experiment
+from attd_core.runtime.stopped_run import resume_config
 from attd_core.testing import ParityPlugin, ParityTask, new_plugin_manager
 
 SETTINGS = [

@@ -40,8 +40,9 @@ from attd_core.runtime import checkpoint
 from attd_core.runtime.checkpoint import load_checkpoint, save_checkpoint
 from attd_core.runtime.config import resolve_run_config
 from attd_core.runtime.evaluator import evaluate
+from attd_core.runtime.finished_run import load_run
 from attd_core.runtime.metrics import MetricsWriter
-from attd_core.runtime.run import load_run, run_experiment
+from attd_core.runtime.run import run_experiment
 from attd_core.runtime.summary import RunSummary
 from attd_core.runtime.trainer import lr_factor
 from attd_core.tasks import ClassificationTask
