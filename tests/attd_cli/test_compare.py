@@ -173,6 +173,21 @@ def test_compare_writes_json_markdown_and_png(manager, run_copy, captured):
     assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
 
 
+def test_compare_into_an_80_column_pipe_cuts_no_name_or_column(manager, trained, tmp_path):
+    args = ["compare", str(trained), "--tta", "fixed:1", "--tta", "oracle:2", *LIMIT]
+    args += ["--output", str(tmp_path / "narrow")]
+    env = {**STABLE_ENV, "COLUMNS": "80"}
+    result = CliRunner().invoke(create_app(manager), args, env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and all(len(line) <= 80 for line in lines)
+    for name in ("none", "fixed:1", "oracle:2"):
+        assert any(line.startswith(f"│ {name} ") for line in lines), name
+    header = "\n".join(line for line in lines if line.startswith("┃"))
+    for word in ("tta", "accuracy", "mean", "p50", "p90", "s/sample", "n", "uses", "labels"):
+        assert f" {word} " in header, word
+
+
 def test_compare_with_shifts_has_a_section_per_shift(manager, trained, tmp_path):
     FlipShift.calls = 0
     stem = tmp_path / "shifted"

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import attd_core
+from attd_cli.tables import WrappingTable
 from attd_core import PluginManager
 
 if TYPE_CHECKING:
@@ -89,14 +89,14 @@ def run(
     return summary
 
 
-def result_table(title: str, entries: Mapping[str, EvalSummary]) -> Table:
+def result_table(title: str, entries: Mapping[str, EvalSummary]) -> WrappingTable:
     """One row per strategy: the task's metrics (accuracy, or perplexity for language
     modelling, ...) and the cost, as `summary.json` holds them."""
     names = list(dict.fromkeys(name for entry in entries.values() for name in entry.metrics))
-    table = Table("tta", *names, "mean k", "seconds", "n", title=escape(title))
+    table = WrappingTable("tta", *names, "mean k", "seconds", "n", title=title)
     for canonical, result in entries.items():
         table.add_row(
-            escape(canonical),
+            canonical,
             *(_number(result.metrics.get(name)) for name in names),
             f"{result.mean_k:.2f}",
             f"{result.seconds:.2f}",

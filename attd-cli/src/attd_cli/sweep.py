@@ -52,10 +52,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import attd_core
 from attd_cli.evaluate import finite
+from attd_cli.tables import WrappingTable
 from attd_core import AttdError, ConfigError, PluginManager, RunSummary, get_plugin_manager
 
 if TYPE_CHECKING:
@@ -589,12 +589,12 @@ def _title(report: Mapping[str, Any]) -> str:
     return f"attd sweep: {tasks}"
 
 
-def sweep_table(report: Mapping[str, Any]) -> Table:
-    """The printed table."""
+def sweep_table(report: Mapping[str, Any]) -> WrappingTable:
+    """The printed table; it wraps in a narrow console, never cuts."""
     columns, rows = table_rows(report)
-    table = Table(*columns, title=escape(_title(report)))
+    table = WrappingTable(*columns, title=_title(report))
     for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
+        table.add_row(*row)
     return table
 
 
