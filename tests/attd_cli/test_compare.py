@@ -114,6 +114,7 @@ def captured(monkeypatch) -> list[dict[str, Any]]:
         return results
 
     monkeypatch.setattr(runtime_run, "evaluate_strategies", spy)
+    monkeypatch.setattr(attd_core, "evaluate_strategies", spy)  # as the CLI imports it
     return calls
 
 
