@@ -16,7 +16,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from attd_core.errors import ConfigError, describe_validation_error
 from attd_core.runtime.files import atomic_write_text
@@ -79,7 +86,15 @@ class TrainSummary(BaseModel):
     epochs: int
     loss: float | None
     seconds: float
-    controller: PhaseSummary | None = Field(default=None, exclude_if=lambda phase: phase is None)
+    controller: PhaseSummary | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_phase(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Leave `controller` out, not null, for the regimes that have no such phase."""
+        data = handler(self)
+        if self.controller is None and isinstance(data, dict):
+            data.pop("controller", None)
+        return data
 
 
 class RunSummary(BaseModel):
