@@ -114,6 +114,7 @@ def captured(monkeypatch) -> list[dict[str, Any]]:
         return results
 
     monkeypatch.setattr(runtime_run, "evaluate_strategies", spy)
+    monkeypatch.setattr(attd_core, "evaluate_strategies", spy)  # as the CLI imports it
     return calls
 
 
@@ -173,6 +174,21 @@ def test_compare_writes_json_markdown_and_png(manager, run_copy, captured):
     assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
 
 
+def test_compare_into_an_80_column_pipe_cuts_no_name_or_column(manager, trained, tmp_path):
+    args = ["compare", str(trained), "--tta", "fixed:1", "--tta", "oracle:2", *LIMIT]
+    args += ["--output", str(tmp_path / "narrow")]
+    env = {**STABLE_ENV, "COLUMNS": "80"}
+    result = CliRunner().invoke(create_app(manager), args, env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and all(len(line) <= 80 for line in lines)
+    for name in ("none", "fixed:1", "oracle:2"):
+        assert any(line.startswith(f"│ {name} ") for line in lines), name
+    header = "\n".join(line for line in lines if line.startswith("┃"))
+    for word in ("tta", "accuracy", "mean", "p50", "p90", "s/sample", "n", "uses", "labels"):
+        assert f" {word} " in header, word
+
+
 def test_compare_with_shifts_has_a_section_per_shift(manager, trained, tmp_path):
     FlipShift.calls = 0
     stem = tmp_path / "shifted"
@@ -214,6 +230,21 @@ def test_eval_adds_an_entry_to_the_summary_and_a_metrics_line(manager, run_copy)
     record = json.loads((run_copy / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["tta"] == "none" and record["shift"] == "flip:1.0"
     assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
+
+
+def test_eval_extends_a_summary_from_an_older_version(manager, run_copy):
+    """Entries from before `metrics` was recorded hold accuracy alone; they stay readable."""
+    path = run_copy / "summary.json"
+    summary = json.loads(path.read_text())
+    old = {name: summary["eval"]["none"][name] for name in ("accuracy", "mean_k", "seconds", "n")}
+    path.write_text(json.dumps({**summary, "eval": {"none": old}}))
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:1", *LIMIT)
+    assert result.exit_code == 0, result.output
+    written = json.loads(path.read_text())
+    assert list(written["eval"]) == ["none", "fixed:1"]
+    assert written["eval"]["none"]["metrics"] == {"accuracy": old["accuracy"]}
+    assert written["eval"]["none"]["mean_k"] == old["mean_k"]
+    assert written["eval"]["fixed:1"]["n"] == 12
 
 
 def _truncate_weights(run: Path) -> None:

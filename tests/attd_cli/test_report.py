@@ -203,6 +203,35 @@ def test_report_draws_the_controller_phase(manager, run_copy):
     assert_png(run_copy / "report_training.png")
 
 
+def first_shape(summary: dict) -> dict:
+    """`summary` as the first `attd run` wrote it: accuracy alone, no regime or adapter."""
+    kept = ("task", "backbone", "seed", "device", "output_dir")
+    entry_keys = ("accuracy", "mean_k", "seconds", "n")
+    return {
+        **{key: summary[key] for key in kept},
+        "eval": {
+            key: {name: entry[name] for name in entry_keys}
+            for key, entry in summary["eval"].items()
+        },
+        "train": {key: summary["train"][key] for key in ("steps", "epochs", "loss", "seconds")},
+    }
+
+
+def test_a_run_from_an_older_version_still_reports(manager, run_copy):
+    path = run_copy / "summary.json"
+    summary = json.loads(path.read_text())
+    path.write_text(json.dumps(first_shape(summary)))
+    result = invoke(manager, "report", str(run_copy))
+    assert result.exit_code == 0, result.output
+    md = (run_copy / "report.md").read_text()
+    assert "- **adapter**: -" in md and "- **regime**: `base`" in md
+    rows = [line for line in md.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["none", "fixed:1"]
+    accuracy = summary["eval"]["fixed:1"]["accuracy"]
+    assert rows[1].startswith(f"| `fixed:1` | {accuracy:.4f} | 1.00 | - | - | - | 8 | no |")
+    assert_png(run_copy / "report_eval.png")
+
+
 def test_bad_run_folders_are_one_line_errors(manager, tmp_path):
     missing = tmp_path / "missing"
     assert_user_error(invoke(manager, "report", str(missing)), repr(str(missing)), "not found")

@@ -136,6 +136,26 @@ def test_a_half_done_cell_is_moved_aside_and_run_again(manager, tmp_path):
     assert json.loads((out / "sweep.json").read_text())["cells"][0]["status"] == "run"
 
 
+def test_a_finished_cell_from_an_older_version_is_read_back(manager, tmp_path):
+    """A cell whose entries hold accuracy alone (from before `metrics`) is skipped and shown."""
+    out = tmp_path / "sweep"
+    args = ["sweep", "--task", "parity", *FAST, "--grid", "train.lr=0.1", "--output-dir", str(out)]
+    assert invoke(manager, *args).exit_code == 0
+    path = out / "train.lr=0.1" / "summary.json"
+    summary = json.loads(path.read_text())
+    first_keys = ("accuracy", "mean_k", "seconds", "n")
+    for key, entry in summary["eval"].items():
+        summary["eval"][key] = {name: entry[name] for name in first_keys}
+    path.write_text(json.dumps(summary))
+    again = invoke(manager, *args)
+    assert again.exit_code == 0, again.output
+    assert "finished, skipped" in again.stdout
+    (cell,) = json.loads((out / "sweep.json").read_text())["cells"]
+    accuracy = summary["eval"]["none"]["accuracy"]
+    assert cell["eval"]["none"]["metrics"] == {"accuracy": accuracy}
+    assert f"| 0.1 | none | {accuracy:.4f} | 0.00 | " in (out / "sweep.md").read_text()
+
+
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(manager, tmp_path):
     out = tmp_path / "sweep"
     result = invoke(

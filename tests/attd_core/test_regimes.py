@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 import attd_core
 from attd_core import ConfigError, InputSpec, TaskSpec, hookimpl
 from attd_core.runtime.config import TrainConfig
+from attd_core.runtime.finished_run import load_run
 from attd_core.runtime.regimes import _controller_loss
-from attd_core.runtime.run import build_components, load_run
+from attd_core.runtime.run import build_components
 from attd_core.tasks import ClassificationTask
 
 TINY = [
@@ -122,9 +123,9 @@ def test_a_controller_run_saves_and_restores_the_trained_controller(manager, tmp
         output_dir=out,
     )
     summary = attd_core.run_experiment(resolved, manager)
-    assert summary["train"]["regime"] == "controller"
-    assert summary["train"]["controller"]["steps"] == 3
-    assert list(summary["eval"]) == ["none", "adaptive:3"]
+    assert summary.train.regime == "controller"
+    assert summary.train.controller.steps == 3
+    assert list(summary.eval) == ["none", "adaptive:3"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["event"] == "controller"] == [1, 2, 3]
     metadata = json.loads((out / "checkpoint" / "metadata.json").read_text())
@@ -161,5 +162,5 @@ def test_the_meta_regime_trains_through_the_inner_loop(manager, tmp_path, order)
         ),
         manager,
     )
-    assert meta["train"]["regime"] == "meta" and meta["train"]["steps"] == 4
-    assert meta["train"]["loss"] != base["train"]["loss"]  # same seed, different objective
+    assert meta.train.regime == "meta" and meta.train.steps == 4
+    assert meta.train.loss != base.train.loss  # same seed, different objective

@@ -19,7 +19,8 @@ from attd_core import (
     resolve_run_config,
 )
 from attd_core.runtime import evaluator, trainer
-from attd_core.runtime.run import resume_config, run_experiment
+from attd_core.runtime.run import run_experiment
+from attd_core.runtime.stopped_run import resume_config
 from attd_core.testing import ParityPlugin, ParityTask, new_plugin_manager
 
 SETTINGS = [
@@ -156,7 +157,7 @@ def test_a_run_stopped_in_evaluation_resumes_without_training(
     monkeypatch.undo()
     started = (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns
     summary = run_experiment(resume_config(out, manager), manager, resume=True)
-    assert summary["train"]["steps"] == 11
+    assert summary.train.steps == 11
     assert_same_run(out, reference)
     assert (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns >= started
 

@@ -40,8 +40,10 @@ from attd_core.runtime import checkpoint
 from attd_core.runtime.checkpoint import load_checkpoint, save_checkpoint
 from attd_core.runtime.config import resolve_run_config
 from attd_core.runtime.evaluator import evaluate
+from attd_core.runtime.finished_run import load_run
 from attd_core.runtime.metrics import MetricsWriter
-from attd_core.runtime.run import load_run, run_experiment
+from attd_core.runtime.run import run_experiment
+from attd_core.runtime.summary import RunSummary
 from attd_core.runtime.trainer import lr_factor
 from attd_core.tasks import ClassificationTask
 
@@ -169,7 +171,7 @@ def run_fake(
     output_dir: Path | None,
     console: Console | None = None,
     **kwargs: Any,
-) -> dict:
+) -> RunSummary:
     kwargs.setdefault("tta", ["fixed:2,lr=0.1"])
     resolved = resolve_run_config(
         manager,
@@ -206,10 +208,24 @@ def test_a_run_writes_config_metrics_checkpoint_and_summary(manager, tmp_path):
         "checkpoint",
         "summary.json",
     }
-    assert json.loads((out / "summary.json").read_text()) == summary
-    assert summary["task"] == "first-token"
-    assert list(summary["eval"]) == ["none", "fixed:2,lr=0.1"]
-    for entry in summary["eval"].values():
+    written = json.loads((out / "summary.json").read_text())
+    assert RunSummary.read(out) == summary
+    assert summary.task == "first-token"
+    assert list(summary.eval) == ["none", "fixed:2,lr=0.1"]
+    assert set(written) == {
+        "task",
+        "shift",
+        "eval",
+        "backbone",
+        "adapter",
+        "scan_backend",
+        "train",
+        "seed",
+        "device",
+        "output_dir",
+    }
+    assert set(written["train"]) == {"regime", "steps", "epochs", "loss", "seconds"}
+    for entry in written["eval"].values():
         assert set(entry) == {
             "accuracy",
             "metrics",
@@ -226,12 +242,12 @@ def test_a_run_writes_config_metrics_checkpoint_and_summary(manager, tmp_path):
         assert entry["uses_labels"] is False
         assert set(entry["metrics"]) == {"accuracy", "loss"}
         assert entry["metrics"]["accuracy"] == entry["accuracy"]
-    assert summary["eval"]["none"]["mean_k"] == 0.0
-    assert summary["eval"]["none"]["adapter_parameters"] is None
-    fixed = summary["eval"]["fixed:2,lr=0.1"]
-    assert fixed["mean_k"] == fixed["p50_k"] == fixed["p90_k"] == 2.0
-    assert fixed["adapter_parameters"] == 8  # one shift per channel of d_model 8
-    assert summary["train"]["steps"] == 4  # 64 examples / batch 16, one epoch
+    assert summary.eval["none"].mean_k == 0.0
+    assert summary.eval["none"].adapter_parameters is None
+    fixed = summary.eval["fixed:2,lr=0.1"]
+    assert fixed.mean_k == fixed.p50_k == fixed.p90_k == 2.0
+    assert fixed.adapter_parameters == 8  # one shift per channel of d_model 8
+    assert summary.train.steps == 4  # 64 examples / batch 16, one epoch
 
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["task"] == {"name": "first-token", "size": 64, "length": 8}
@@ -299,7 +315,7 @@ def test_runs_with_the_same_seed_agree(manager, tmp_path):
     first = run_fake(manager, tmp_path / "a", seed=7)
     second = run_fake(manager, tmp_path / "b", seed=7)
     for key in ("none", "fixed:2,lr=0.1"):
-        assert first["eval"][key]["accuracy"] == second["eval"][key]["accuracy"]
+        assert first.eval[key].accuracy == second.eval[key].accuracy
     a, b = tiny_model(), tiny_model()
     load_checkpoint(tmp_path / "a", a)
     load_checkpoint(tmp_path / "b", b)
@@ -310,8 +326,8 @@ def test_max_steps_overrides_epochs_and_limit_caps_evaluation(manager, tmp_path)
     summary = run_fake(
         manager, tmp_path / "run", overrides=["train.max_steps=6", "eval.limit=10"], tta=[]
     )
-    assert summary["train"]["steps"] == 6 and summary["train"]["epochs"] == 2
-    assert summary["eval"] == {"none": {**summary["eval"]["none"], "n": 10}}
+    assert summary.train.steps == 6 and summary.train.epochs == 2
+    assert list(summary.eval) == ["none"] and summary.eval["none"].n == 10
 
 
 def test_a_folder_that_holds_a_run_is_refused(manager, tmp_path):
@@ -326,9 +342,9 @@ def test_the_default_folder_is_runs_task_timestamp(manager, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     first = run_fake(manager, None, tta=[])
     second = run_fake(manager, None, tta=[])
-    assert first["output_dir"].startswith("runs/first-token-")
-    assert first["output_dir"] != second["output_dir"]
-    assert (tmp_path / second["output_dir"] / "summary.json").is_file()
+    assert first.output_dir.startswith("runs/first-token-")
+    assert first.output_dir != second.output_dir
+    assert (tmp_path / second.output_dir / "summary.json").is_file()
 
 
 def test_the_progress_bar_is_shown(manager, tmp_path):

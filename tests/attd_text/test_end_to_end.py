@@ -43,13 +43,13 @@ def test_text_classification_runs_with_tta(manager, files, tmp_path):
     ]
     resolved, summary = run(manager, "text-classification", overrides, tmp_path / "run")
     assert resolved.config.task.options()["encoder_options"] == {"eos": True, "cls": False}
-    assert list(summary["eval"]) == ["none", "fixed:1"]
-    for result in summary["eval"].values():
-        assert result["n"] == 12 and 0.0 <= result["accuracy"] <= 1.0
-    assert summary["eval"]["fixed:1"]["mean_k"] == 1.0
+    assert list(summary.eval) == ["none", "fixed:1"]
+    for result in summary.eval.values():
+        assert result.n == 12 and 0.0 <= result.accuracy <= 1.0
+    assert summary.eval["fixed:1"].mean_k == 1.0
     records = eval_records(tmp_path / "run")
     assert all(math.isfinite(record["loss"]) for record in records.values())
-    assert summary["train"]["steps"] == 4 and math.isfinite(summary["train"]["loss"])
+    assert summary.train.steps == 4 and math.isfinite(summary.train.loss)
 
 
 def test_language_modeling_runs_with_next_token_tta(manager, corpus, tmp_path):
@@ -58,24 +58,24 @@ def test_language_modeling_runs_with_next_token_tta(manager, corpus, tmp_path):
     assert resolved.config.eval.objective.name == "next-token"  # the task's run default
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["eval"]["objective"]["name"] == "next-token"
-    assert list(summary["eval"]) == ["none", "fixed:1"]
-    assert summary["eval"]["fixed:1"]["mean_k"] == 1.0
+    assert list(summary.eval) == ["none", "fixed:1"]
+    assert summary.eval["fixed:1"].mean_k == 1.0
     for tta, record in eval_records(tmp_path / "run").items():
-        assert record["n"] == summary["eval"][tta]["n"] > 0
+        assert record["n"] == summary.eval[tta].n > 0
         assert 1.0 < record["perplexity"] < 259 * 2, (
             record
         )  # trained a little: near uniform or better
         assert record["bits_per_byte"] == pytest.approx(record["loss"] / math.log(2))
         assert 0.0 <= record["accuracy"] <= 1.0
-    assert summary["train"]["loss"] < math.log(259) + 0.5
+    assert summary.train.loss < math.log(259) + 0.5
 
 
 def test_language_modeling_with_an_adaptive_calibrated_strategy(manager, corpus, tmp_path):
     overrides = [f"task.path={corpus}", "task.block_size=32", "task.limit_test=8"]
     tta = ["adaptive:2,controller=quantile"]
     _, summary = run(manager, "language-modeling", overrides, tmp_path / "run", tta=tta)
-    result = summary["eval"]["adaptive:2,controller=quantile"]
-    assert result["n"] == 8 and 0.0 <= result["mean_k"] <= 2.0
+    result = summary.eval["adaptive:2,controller=quantile"]
+    assert result.n == 8 and 0.0 <= result.mean_k <= 2.0
 
 
 def test_cli_runs_text_classification(manager, files, tmp_path):

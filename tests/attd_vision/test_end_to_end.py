@@ -33,11 +33,11 @@ def run(manager, overrides, out, tta=("fixed:1",)):
 
 
 def check_summary(summary, n):
-    assert list(summary["eval"]) == ["none", "fixed:1"]
-    for result in summary["eval"].values():
-        assert result["n"] == n and 0.0 <= result["accuracy"] <= 1.0
-    assert summary["eval"]["fixed:1"]["mean_k"] == 1.0
-    assert summary["train"]["steps"] == 3 and math.isfinite(summary["train"]["loss"])
+    assert list(summary.eval) == ["none", "fixed:1"]
+    for result in summary.eval.values():
+        assert result.n == n and 0.0 <= result.accuracy <= 1.0
+    assert summary.eval["fixed:1"].mean_k == 1.0
+    assert summary.train.steps == 3 and math.isfinite(summary.train.loss)
 
 
 def test_digits_run_with_tta(manager, tmp_path):

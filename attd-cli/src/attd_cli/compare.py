@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from attd_cli.evaluate import check_run_dir, dump_json, evaluate_loaded, parse_shifts
 from attd_cli.plots import strategy_label
+from attd_cli.tables import WrappingTable
 from attd_core import ConfigError, PluginManager
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def entry(result: EvalResult) -> dict[str, Any]:
     """One strategy under one shift, as `compare.json` holds it."""
     counts = Counter(result.steps)
     return {
-        **result.summary(),
+        **result.summary().model_dump(),
         "stats": dict(result.stats),
         "k_histogram": {str(k): counts[k] for k in sorted(counts)},
     }
@@ -142,11 +142,11 @@ def _row(canonical: str, e: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def compare_table(task: str, shift: str, entries: Mapping[str, Mapping[str, Any]]) -> Table:
-    """The printed table for one shift."""
-    table = Table(*COLUMNS, title=escape(f"{task} ({shift})"))
+def compare_table(task: str, shift: str, entries: Mapping[str, Mapping[str, Any]]) -> WrappingTable:
+    """The printed table for one shift; it wraps in a narrow console, never cuts."""
+    table = WrappingTable(*COLUMNS, title=f"{task} ({shift})")
     for canonical, e in entries.items():
-        table.add_row(*(escape(cell) for cell in _row(canonical, e)))
+        table.add_row(*_row(canonical, e))
     return table
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from attd_core import ComponentChoice, ConfigError, PluginManager, parse_component
+from attd_core import ComponentChoice, ConfigError, PluginManager, RunSummary, parse_component
 
 if TYPE_CHECKING:
     from attd_core import EvalResult
@@ -85,22 +85,6 @@ def dump_json(data: Any) -> str:
     return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """The run's `summary.json`, which must be a finished run's (with an `eval` mapping)."""
-    path = run_dir / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{str(path)!r} not found: the run did not finish, so there is nothing to add to"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{str(path)!r}: unreadable: {exc}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("eval"), dict):
-        raise ConfigError(f"{str(path)!r} is not a run summary: it has no 'eval' mapping")
-    return summary
-
-
 def evaluate_run(
     manager: PluginManager,
     run_dir: str | Path,
@@ -110,7 +94,7 @@ def evaluate_run(
     overrides: Sequence[str],
     console: Console,
     progress_console: Console,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Evaluate `run_dir`'s model with `tta` (under `shift`), record it, print the row.
 
     The entry goes into `summary.json`'s `eval` mapping under the canonical spec (with
@@ -120,10 +104,10 @@ def evaluate_run(
     from attd_cli.run import result_table
 
     path = check_run_dir(run_dir)
-    read_summary(path)  # fail before loading anything when there is no summary to extend
+    RunSummary.read(path)  # fail before loading anything when there is no summary to extend
     shift_choice = parse_shifts([shift], manager)[0] if shift is not None else None
 
-    from attd_core import MetricsWriter, atomic_write_text, load_run
+    from attd_core import MetricsWriter, load_run
 
     resolved, parts, device = load_run(path, manager, tta=[tta], overrides=overrides)
     canonical = resolved.config.eval.tta[0] if resolved.config.eval.tta else "none"
@@ -135,13 +119,12 @@ def evaluate_run(
     record = result.record()
     if shift_choice is not None:
         record["shift"] = shift_choice.canonical
-    summary = read_summary(path)  # again: the evaluation took a while
-    summary["eval"][key] = result.summary()
+    summary = RunSummary.read(path)  # again: the evaluation took a while
+    summary.eval[key] = result.summary()
     with MetricsWriter(path / "metrics.jsonl") as metrics:
         metrics.write(record)
-    atomic_write_text(path / "summary.json", dump_json(summary))
+    summary.write(path)
 
-    task = str(summary.get("task", resolved.config.task.name))
-    console.print(result_table({"task": task, "eval": {key: summary["eval"][key]}}))
+    console.print(result_table(summary.task, {key: summary.eval[key]}))
     console.print(f"[bold]recorded[/] {escape(key)} in {escape(str(path / 'summary.json'))}")
     return summary

@@ -23,7 +23,7 @@ from rich.markup import escape
 from attd_cli.compare import ORACLE_NOTE
 from attd_cli.evaluate import CLEAN, check_run_dir
 from attd_cli.plots import stage_png, strategy_label
-from attd_core import ConfigError
+from attd_core import ConfigError, EvalSummary, PhaseSummary, RunSummary, TrainSummary
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,7 +41,7 @@ class RunFiles:
     """What a finished run's folder holds, read and checked."""
 
     path: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     records: list[dict[str, Any]]
     config_text: str
     config: dict[str, Any]
@@ -69,7 +69,7 @@ def read_run(path: Path) -> RunFiles:
     """Every file the report needs; a missing or corrupt one is a one-line ConfigError."""
     from attd_core import load_yaml_file
 
-    summary = read_summary(path / "summary.json")
+    summary = RunSummary.read(path)
     records = read_metrics(path / "metrics.jsonl")
     config_file = path / "config.yaml"
     config = load_yaml_file(config_file)
@@ -86,21 +86,6 @@ def _read_json(path: Path) -> Any:
         raise ConfigError(f"{str(path)!r}: unreadable: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"{str(path)!r}: not valid JSON: {exc}") from None
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """`summary.json`, which `attd run` writes last: without it the run did not finish."""
-    if not path.is_file():
-        raise ConfigError(
-            f"{str(path)!r} not found: the run did not finish (or is still running), "
-            "so there is nothing to report"
-        )
-    summary = _read_json(path)
-    if not isinstance(summary, dict) or not isinstance(summary.get("eval"), dict):
-        raise ConfigError(f"{str(path)!r} is not a run summary: it has no 'eval' mapping")
-    if not all(isinstance(entry, dict) for entry in summary["eval"].values()):
-        raise ConfigError(f"{str(path)!r}: every 'eval' entry must be a mapping")
-    return summary
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -155,10 +140,6 @@ def _is_number(value: Any) -> bool:
 # Markdown --------------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
 def _code(value: Any) -> str:
     return "-" if value is None else f"`{value}`"
 
@@ -171,26 +152,16 @@ def _number(value: Any, spec: str) -> str:
     return format(value, spec) if _is_number(value) else "-"
 
 
-def entry_metrics(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """An entry's task metrics; entries written before they were recorded hold accuracy."""
-    metrics = entry.get("metrics")
-    return (
-        dict(metrics)
-        if isinstance(metrics, dict) and metrics
-        else {"accuracy": entry.get("accuracy")}
-    )
+def metric_names(entries: Mapping[str, EvalSummary]) -> list[str]:
+    return list(dict.fromkeys(name for entry in entries.values() for name in entry.metrics))
 
 
-def metric_names(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(name for e in entries.values() for name in entry_metrics(e)))
-
-
-def headline_metric(entries: Mapping[str, Mapping[str, Any]]) -> str | None:
+def headline_metric(entries: Mapping[str, EvalSummary]) -> str | None:
     """The task's headline metric: accuracy when reported, else its first metric."""
     names = [
         name
         for name in metric_names(entries)
-        if any(_is_number(entry_metrics(e).get(name)) for e in entries.values())
+        if any(_is_number(entry.metrics.get(name)) for entry in entries.values())
     ]
     if not names:
         return None
@@ -198,14 +169,14 @@ def headline_metric(entries: Mapping[str, Mapping[str, Any]]) -> str | None:
 
 
 def split_entries(
-    summary: Mapping[str, Any], config: Mapping[str, Any]
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    summary: RunSummary, config: Mapping[str, Any]
+) -> tuple[dict[str, EvalSummary], dict[str, EvalSummary]]:
     """The run's own evaluations (`none` and `eval.tta`), and those `attd eval` added."""
     section = config.get("eval")
     tta = section.get("tta") if isinstance(section, dict) else None
     own = {"none", *(tta if isinstance(tta, list) else [])}
     run, later = {}, {}
-    for key, entry in summary["eval"].items():
+    for key, entry in summary.eval.items():
         (run if key in own else later)[key] = entry
     return run, later
 
@@ -216,7 +187,7 @@ def _shift_of(key: str) -> tuple[str, str]:
     return (tta, shift) if at else (key, CLEAN)
 
 
-def eval_table(entries: Mapping[str, Mapping[str, Any]], *, shifts: bool = False) -> list[str]:
+def eval_table(entries: Mapping[str, EvalSummary], *, shifts: bool = False) -> list[str]:
     """One row per strategy: every metric, mean/p50/p90 k, seconds per sample, n."""
     names = metric_names(entries)
     columns = ["tta", *(["shift"] if shifts else []), *names]
@@ -228,17 +199,16 @@ def eval_table(entries: Mapping[str, Mapping[str, Any]], *, shifts: bool = False
     ]
     for key, entry in entries.items():
         tta, shift = _shift_of(key) if shifts else (key, "")
-        labels = bool(entry.get("uses_labels"))
-        metrics = entry_metrics(entry)
+        labels = entry.uses_labels
         cells = [f"`{tta}`" + (" (uses labels)" if labels else "")]
         cells += [f"`{shift}`" if shift != CLEAN else CLEAN] if shifts else []
-        cells += [_number(metrics.get(name), ".4f") for name in names]
+        cells += [_number(entry.metrics.get(name), ".4f") for name in names]
         cells += [
-            _number(entry.get("mean_k"), ".2f"),
-            _number(entry.get("p50_k"), "g"),
-            _number(entry.get("p90_k"), "g"),
-            _number(entry.get("seconds_per_sample"), ".2e"),
-            _text(entry.get("n")),
+            _number(entry.mean_k, ".2f"),
+            _number(entry.p50_k, "g"),
+            _number(entry.p90_k, "g"),
+            _number(entry.seconds_per_sample, ".2e"),
+            str(entry.n),
             "yes" if labels else "no",
         ]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
@@ -261,41 +231,38 @@ def _relative(target: Path, start: Path) -> str:
         return target.resolve().as_posix()
 
 
-def _training_line(label: str, phase: Mapping[str, Any]) -> str:
-    parts = [f"{_text(phase.get('steps'))} steps"]
-    if "epochs" in phase:
-        parts.append(f"{_text(phase.get('epochs'))} epochs")
-    parts.append(f"{_number(phase.get('seconds'), '.1f')} s")
-    parts.append(f"final loss {_number(phase.get('loss'), '.4f')}")
+def _training_line(label: str, phase: TrainSummary | PhaseSummary) -> str:
+    parts = [f"{phase.steps} steps"]
+    if isinstance(phase, TrainSummary):
+        parts.append(f"{phase.epochs} epochs")
+    parts.append(f"{_number(phase.seconds, '.1f')} s")
+    parts.append(f"final loss {_number(phase.loss, '.4f')}")
     return f"- **{label}**: " + ", ".join(parts)
 
 
 def markdown(run: RunFiles, out: Path) -> str:
     """`report.md`: header, training curves, evaluation tables, comparison, config."""
     summary = run.summary
-    train = summary.get("train") if isinstance(summary.get("train"), dict) else {}
-    regime = train.get("regime", "base")
-    task = summary.get("task", "?")
+    task = summary.task
     section = run.config.get("eval") if isinstance(run.config.get("eval"), dict) else {}
     limit = section.get("limit")
-    shift = summary.get("shift")
+    shift = summary.shift
 
     lines = [
         f"# attd report: {task}",
         "",
         f"- **run**: `{run.path}`",
         f"- **task**: {_code(task)}",
-        f"- **backbone**: {_code(summary.get('backbone'))}",
-        f"- **adapter**: {_code(summary.get('adapter'))}",
-        f"- **seed**: {_text(summary.get('seed'))}",
-        f"- **device**: {_code(summary.get('device'))}",
-        f"- **scan backend**: {_code(summary.get('scan_backend'))}",
-        f"- **regime**: `{regime}`",
-        _training_line("training", train),
+        f"- **backbone**: {_code(summary.backbone)}",
+        f"- **adapter**: {_code(summary.adapter)}",
+        f"- **seed**: {summary.seed}",
+        f"- **device**: {_code(summary.device)}",
+        f"- **scan backend**: {_code(summary.scan_backend)}",
+        f"- **regime**: `{summary.train.regime}`",
+        _training_line("training", summary.train),
     ]
-    controller = train.get("controller")
-    if isinstance(controller, dict):
-        lines.append(_training_line("controller phase", controller))
+    if summary.train.controller is not None:
+        lines.append(_training_line("controller phase", summary.train.controller))
 
     train_records = events(run.records, "train", "step", "loss")
     lines += ["", "## Training", "", f"![training curves]({TRAINING_PNG})", ""]
@@ -330,7 +297,7 @@ def markdown(run: RunFiles, out: Path) -> str:
             "",
             *eval_table(later, shifts=True),
         ]
-    if any(entry.get("uses_labels") for entry in summary["eval"].values()):
+    if any(entry.uses_labels for entry in summary.eval.values()):
         lines += ["", ORACLE_NOTE]
 
     if run.compare is not None:
@@ -405,12 +372,11 @@ def render_training_png(path: Path, run: RunFiles) -> Path:
     """Loss and lr against step (and the controller phase's loss and mean k), staged."""
     train = events(run.records, "train", "step", "loss")
     controller = events(run.records, "controller", "step", "loss")
-    train_section = run.summary.get("train")
-    regime = train_section.get("regime", "base") if isinstance(train_section, dict) else "base"
+    regime = run.summary.train.regime
     panels = 2 if controller else 1
     figure = _figure((7.0, 3.4 * panels))
     axes = figure.add_subplot(panels, 1, 1)
-    task = run.summary.get("task", "?")
+    task = run.summary.task
     if train:
         label = "meta loss (after adaptation)" if regime == "meta" else "training loss"
         _curve(axes, train, "loss", "lr", label=label, twin_label="learning rate")
@@ -427,15 +393,15 @@ def render_training_png(path: Path, run: RunFiles) -> Path:
 
 def render_eval_png(path: Path, run: RunFiles) -> Path:
     """The headline metric and mean k of every evaluation in `summary.json`, staged."""
-    entries: dict[str, Mapping[str, Any]] = run.summary["eval"]
+    entries = run.summary.eval
     metric = headline_metric(entries)
     names = list(entries)
     figure = _figure((max(7.0, 1.3 * len(names) + 3.0), 3.8))
     colours = [f"C{index % 10}" for index in range(len(names))]
-    hatches = ["//" if entries[name].get("uses_labels") else "" for name in names]
-    labels = [strategy_label(name, bool(entries[name].get("uses_labels"))) for name in names]
+    hatches = ["//" if entries[name].uses_labels else "" for name in names]
+    labels = [strategy_label(name, entries[name].uses_labels) for name in names]
 
-    def bars(axes: Axes, value: Callable[[Mapping[str, Any]], Any], ylabel: str) -> None:
+    def bars(axes: Axes, value: Callable[[EvalSummary], Any], ylabel: str) -> None:
         positions = range(len(names))
         heights = [value(entries[name]) for name in names]
         shown = [h if _is_number(h) else 0.0 for h in heights]
@@ -455,16 +421,16 @@ def render_eval_png(path: Path, run: RunFiles) -> Path:
         axes.set_ylabel(ylabel)
         axes.grid(axis="y", alpha=0.3)
 
-    task = run.summary.get("task", "?")
+    task = run.summary.task
     left = figure.add_subplot(1, 2, 1)
     if metric is None:
         left.text(0.5, 0.5, "no metric recorded", ha="center", va="center")
         left.set_axis_off()
     else:
-        bars(left, lambda e: entry_metrics(e).get(metric), metric)
+        bars(left, lambda e: e.metrics.get(metric), metric)
         left.set_title(f"{task}: {metric}")
     right = figure.add_subplot(1, 2, 2)
-    bars(right, lambda e: e.get("mean_k"), "mean inner steps k")
+    bars(right, lambda e: e.mean_k, "mean inner steps k")
     right.set_title(f"{task}: mean k")
     return stage_png(figure, path)
 

@@ -7,15 +7,18 @@ fails fast, and torch loads with `run_experiment`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import attd_core
+from attd_cli.tables import WrappingTable
 from attd_core import PluginManager
+
+if TYPE_CHECKING:
+    from attd_core import EvalSummary, RunSummary
 
 
 def run(
@@ -33,10 +36,10 @@ def run(
     console: Console,
     progress_console: Console,
     resume: str | None = None,
-) -> dict[str, Any]:
+) -> RunSummary | None:
     """Run one experiment (or finish the stopped run `resume`); progress goes to
     `progress_console`, results to `console`. Under `torchrun`, ranks other than 0
-    print nothing (and get an empty summary)."""
+    print nothing (and get None)."""
     if os.environ.get("RANK", "0") != "0":
         console, progress_console = Console(quiet=True), Console(quiet=True)
     if resume is not None:
@@ -78,35 +81,28 @@ def run(
     summary = attd_core.run_experiment(
         resolved, manager, console=progress_console, resume=resume is not None
     )
-    if not summary:  # a rank other than 0: it trained its share and wrote nothing
+    if summary is None:  # a rank other than 0: it trained its share and wrote nothing
         return summary
-    console.print(result_table(summary))
-    console.print(f"[bold]   output[/] {escape(summary['output_dir'])}", highlight=False)
+    title = summary.task + (f" ({summary.shift})" if summary.shift else "")
+    console.print(result_table(title, summary.eval))
+    console.print(f"[bold]   output[/] {escape(summary.output_dir)}", highlight=False)
     return summary
 
 
-def result_table(summary: dict[str, Any]) -> Table:
+def result_table(title: str, entries: Mapping[str, EvalSummary]) -> WrappingTable:
     """One row per strategy: the task's metrics (accuracy, or perplexity for language
     modelling, ...) and the cost, as `summary.json` holds them."""
-    entries = summary["eval"]
-    names = list(dict.fromkeys(name for entry in entries.values() for name in _metrics(entry)))
-    title = summary["task"] + (f" ({summary['shift']})" if summary.get("shift") else "")
-    table = Table("tta", *names, "mean k", "seconds", "n", title=escape(title))
+    names = list(dict.fromkeys(name for entry in entries.values() for name in entry.metrics))
+    table = WrappingTable("tta", *names, "mean k", "seconds", "n", title=title)
     for canonical, result in entries.items():
-        metrics = _metrics(result)
         table.add_row(
-            escape(canonical),
-            *(_number(metrics.get(name)) for name in names),
-            f"{result['mean_k']:.2f}",
-            f"{result['seconds']:.2f}",
-            str(result["n"]),
+            canonical,
+            *(_number(result.metrics.get(name)) for name in names),
+            f"{result.mean_k:.2f}",
+            f"{result.seconds:.2f}",
+            str(result.n),
         )
     return table
-
-
-def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
-    """An entry's task metrics; entries written before they were recorded hold accuracy."""
-    return entry.get("metrics") or {"accuracy": entry.get("accuracy")}
 
 
 def _number(value: float | None) -> str:

@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import attd_core
 from attd_cli.evaluate import finite
-from attd_core import AttdError, ConfigError, PluginManager, get_plugin_manager
+from attd_cli.tables import WrappingTable
+from attd_core import AttdError, ConfigError, PluginManager, RunSummary, get_plugin_manager
 
 if TYPE_CHECKING:
     from attd_core import ResolvedConfig
@@ -345,7 +345,7 @@ def sweep(
         records.append(record)
         if (folder / "summary.json").is_file():
             summary = _finished_summary(cell, folder, resolved)
-            record.update(status="skipped", train=summary.get("train"), eval=summary["eval"])
+            record.update(status="skipped", **_results(summary))
             continue
         if (folder / "config.yaml").exists():
             incomplete.append(folder)
@@ -388,7 +388,7 @@ def sweep(
         summary = outcome.pop("summary", None)
         record.update(outcome)
         if summary is not None:
-            record.update(train=summary.get("train"), eval=summary["eval"])
+            record.update(_results(summary))
         write_reports(out, report)
         if record["status"] == "failed":
             if record["traceback"]:
@@ -470,21 +470,21 @@ def _threads_per_job(jobs: int) -> int | None:
     return max(1, cpus // jobs)
 
 
-def _finished_summary(cell: Cell, folder: Path, resolved: ResolvedConfig) -> dict[str, Any]:
+def _finished_summary(cell: Cell, folder: Path, resolved: ResolvedConfig) -> RunSummary:
     """A finished cell's summary, if it ran with the settings this sweep gives it."""
     try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        summary = RunSummary.read(folder)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"grid cell {_pairs(cell)}: {exc}; remove the folder to run the cell again"
+        ) from None
+    try:
         recorded = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(
             f"grid cell {_pairs(cell)}: cannot read the finished run in {str(folder)!r} "
             f"({type(exc).__name__}); remove the folder to run the cell again"
         ) from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("eval"), dict):
-        raise ConfigError(
-            f"grid cell {_pairs(cell)}: {str(folder / 'summary.json')!r} is not a run's "
-            "summary; remove the folder to run the cell again"
-        )
     wanted = _flatten(resolved.to_yaml_dict())
     found = _flatten(recorded if isinstance(recorded, dict) else {})
     for key in [*wanted, *(key for key in found if key not in wanted)]:
@@ -497,6 +497,14 @@ def _finished_summary(cell: Cell, folder: Path, resolved: ResolvedConfig) -> dic
             "remove the folder or choose another --output-dir"
         )
     return summary
+
+
+def _results(summary: RunSummary) -> dict[str, Any]:
+    """A cell's training and evaluations for `sweep.json`, as `summary.json` holds them."""
+    return {
+        "train": summary.train.model_dump(mode="json"),
+        "eval": {key: entry.model_dump(mode="json") for key, entry in summary.eval.items()},
+    }
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -546,10 +554,7 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     cells = report["cells"]
     names = list(
         dict.fromkeys(
-            name
-            for cell in cells
-            for entry in cell["eval"].values()
-            for name in (entry.get("metrics") or {"accuracy": entry.get("accuracy")})
+            name for cell in cells for entry in cell["eval"].values() for name in entry["metrics"]
         )
     )
     columns = [*keys, "tta", *names, "mean k", "seconds", "train s", "status"]
@@ -561,14 +566,13 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         if not cell["eval"]:
             rows.append([*values, "-", *("-" for _ in names), "-", "-", "-", cell["status"]])
         for canonical, entry in cell["eval"].items():
-            metrics = entry.get("metrics") or {"accuracy": entry.get("accuracy")}
             rows.append(
                 [
                     *values,
                     canonical,
-                    *(_number(metrics.get(name), 4) for name in names),
-                    _number(entry.get("mean_k"), 2),
-                    _number(entry.get("seconds"), 2),
+                    *(_number(entry["metrics"].get(name), 4) for name in names),
+                    _number(entry["mean_k"], 2),
+                    _number(entry["seconds"], 2),
                     train_seconds,
                     cell["status"],
                 ]
@@ -585,12 +589,12 @@ def _title(report: Mapping[str, Any]) -> str:
     return f"attd sweep: {tasks}"
 
 
-def sweep_table(report: Mapping[str, Any]) -> Table:
-    """The printed table."""
+def sweep_table(report: Mapping[str, Any]) -> WrappingTable:
+    """The printed table; it wraps in a narrow console, never cuts."""
     columns, rows = table_rows(report)
-    table = Table(*columns, title=escape(_title(report)))
+    table = WrappingTable(*columns, title=_title(report))
     for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
+        table.add_row(*row)
     return table
 
 

@@ -17,6 +17,7 @@ from attd_core.interfaces import InnerObjective, Shift, TTAStrategy
 from attd_core.model import BoundModel
 from attd_core.runtime.batching import task_loader
 from attd_core.runtime.progress import progress_bar
+from attd_core.runtime.summary import EvalSummary
 
 
 @dataclass(frozen=True)
@@ -55,23 +56,22 @@ class EvalResult:
     def record(self) -> dict[str, Any]:
         """The `metrics.jsonl` line: everything, guard counters included."""
         head = {"event": "eval", "tta": self.tta, "split": self.split}
-        summary = {key: value for key, value in self.summary().items() if key != "metrics"}
+        summary = self.summary().model_dump(exclude={"metrics"})
         return {**head, **self.stats, **self.metrics, **summary}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> EvalSummary:
         """The `summary.json` entry: headline numbers and cost."""
-        return {
-            "accuracy": self.metrics.get("accuracy"),
-            "metrics": dict(self.metrics),
-            "mean_k": self.mean_k,
-            "p50_k": self.k_percentile(50),
-            "p90_k": self.k_percentile(90),
-            "seconds": self.seconds,
-            "seconds_per_sample": self.seconds / self.n,
-            "n": self.n,
-            "uses_labels": self.uses_labels,
-            "adapter_parameters": self.adapter_parameters,
-        }
+        return EvalSummary(
+            metrics=dict(self.metrics),
+            mean_k=self.mean_k,
+            p50_k=self.k_percentile(50),
+            p90_k=self.k_percentile(90),
+            seconds=self.seconds,
+            seconds_per_sample=self.seconds / self.n,
+            n=self.n,
+            uses_labels=self.uses_labels,
+            adapter_parameters=self.adapter_parameters,
+        )
 
 
 def evaluate(

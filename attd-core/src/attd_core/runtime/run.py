@@ -2,14 +2,13 @@
 
 A run owns one folder: `config.yaml` (written first, so even a crashed run says what it
 was), `metrics.jsonl`, `checkpoint/` and `summary.json` (written last, atomically, so its
-presence means the run finished).
+presence means the run finished). Finishing a stopped run's folder and rebuilding a
+finished one live beside this module, in `stopped_run.py` and `finished_run.py`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,24 +19,12 @@ import yaml
 from rich.console import Console
 from torch.utils.data import Subset
 
-from attd_core.errors import CheckpointError, ConfigError
+from attd_core.errors import ConfigError
 from attd_core.interfaces import InnerObjective, Shift, Task, TTAStrategy
 from attd_core.model import AttdModel, BoundModel
 from attd_core.plugins import PluginManager
-from attd_core.runtime.checkpoint import (
-    checkpoint_dir,
-    load_checkpoint,
-    load_extra,
-    load_tensors,
-    read_metadata,
-    save_checkpoint,
-)
-from attd_core.runtime.config import (
-    ResolvedConfig,
-    RunConfig,
-    load_yaml_file,
-    resolve_run_config,
-)
+from attd_core.runtime.checkpoint import save_checkpoint
+from attd_core.runtime.config import ResolvedConfig, RunConfig
 from attd_core.runtime.distributed import (
     SINGLE,
     Distributed,
@@ -49,11 +36,13 @@ from attd_core.runtime.evaluator import EvalResult, evaluate
 from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.regimes import meta_loss, train_controller
-from attd_core.runtime.resume import OPTIMIZER_FILE, RNG_FILE, TrainingState
+from attd_core.runtime.resume import TrainingState
+from attd_core.runtime.stopped_run import restart_point
+from attd_core.runtime.summary import SUMMARY_FILE, PhaseSummary, RunSummary, TrainSummary
 from attd_core.runtime.trainer import TrainResult, train
 from attd_core.tta.strategies import InnerLoopStrategy
 
-RUN_MARKERS = ("config.yaml", "summary.json")
+RUN_MARKERS = ("config.yaml", SUMMARY_FILE)
 """Files whose presence means a folder already holds a run."""
 
 
@@ -80,15 +69,15 @@ def run_experiment(
     *,
     console: Console | None = None,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary | None:
     """Train and evaluate as `resolved` says; returns what `summary.json` holds.
 
-    `summary["eval"]` maps each canonical TTA spec string (`none` first) to its
-    accuracy, step-count statistics, wall seconds and number of examples. With
-    `resume`, `runtime.output_dir` is an unfinished run of this config (see `resume_config`).
+    Its `eval` maps each canonical TTA spec string (`none` first) to the task's metrics,
+    step-count statistics, wall seconds and number of examples. With `resume`,
+    `runtime.output_dir` is an unfinished run of this config (see `resume_config`).
 
     Started by `torchrun`, every process trains its share (see `train`); rank 0 alone
-    writes the run folder and evaluates, and the other ranks return `{}` after training.
+    writes the run folder and evaluates, and the other ranks return None after training.
     """
     config = resolved.config
     distributed, device = start_distributed(select_device(config.runtime.device))
@@ -103,10 +92,10 @@ def run_experiment(
             quiet = Console(quiet=True)
             _train(parts, resolved, device, discarded, quiet, output_dir, None, distributed)
         stop_distributed()
-        return {}
+        return None
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    restart = _restart_point(output_dir, parts, resolved) if resume else None
+    restart = restart_point(output_dir, parts.model, parts.training, resolved) if resume else None
     if not resume:
         atomic_write_text(
             output_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False)
@@ -115,9 +104,9 @@ def run_experiment(
         output_dir / "metrics.jsonl", tensorboard=config.runtime.tensorboard
     ) as metrics:
         if isinstance(restart, TrainResult):  # trained before it was stopped
-            trained, phases = restart, {}
+            trained, controller = restart, None
         else:
-            trained, phases = _train(
+            trained, controller = _train(
                 parts, resolved, device, metrics, console, output_dir, restart, distributed
             )
         stop_distributed()
@@ -135,26 +124,26 @@ def run_experiment(
         shift = None if resolved.shift is None else resolved.shift.create()
         results = evaluate_strategies(parts, config, device, metrics, console, shift=shift)
 
-    summary = {
-        "task": config.task.name,
-        "shift": config.eval.shift,
-        "eval": {canonical: result.summary() for canonical, result in results.items()},
-        "backbone": resolved.backbone.canonical,
-        "adapter": resolved.adapter_text,
-        "scan_backend": scan_backend(parts.model),
-        "train": {
-            "regime": config.train.regime,
-            "steps": trained.steps,
-            "epochs": trained.epochs,
-            "loss": trained.loss,
-            "seconds": trained.seconds,
-            **phases,
-        },
-        "seed": config.runtime.seed,
-        "device": str(device),
-        "output_dir": str(output_dir),
-    }
-    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = RunSummary(
+        task=config.task.name,
+        shift=config.eval.shift,
+        eval={canonical: result.summary() for canonical, result in results.items()},
+        backbone=resolved.backbone.canonical,
+        adapter=resolved.adapter_text,
+        scan_backend=scan_backend(parts.model),
+        train=TrainSummary(
+            regime=config.train.regime,
+            steps=trained.steps,
+            epochs=trained.epochs,
+            loss=trained.loss,
+            seconds=trained.seconds,
+            controller=controller,
+        ),
+        seed=config.runtime.seed,
+        device=str(device),
+        output_dir=str(output_dir),
+    )
+    summary.write(output_dir)
     return summary
 
 
@@ -197,8 +186,9 @@ def _train(
     output_dir: Path,
     resume: TrainingState | None,
     distributed: Distributed = SINGLE,
-) -> tuple[TrainResult, dict[str, Any]]:
-    """The base (or meta) phase, then the controller phase when the regime asks for it.
+) -> tuple[TrainResult, PhaseSummary | None]:
+    """The base (or meta) phase, then the controller phase when the regime asks for it
+    (returned as the second item; None without one).
 
     The base phase saves a resumable checkpoint every `train.checkpoint_every` steps.
     """
@@ -227,7 +217,7 @@ def _train(
         generators={"adapter_init": parts.bound.generator},
         distributed=distributed,
     )
-    phases: dict[str, Any] = {}
+    controller = None
     if config.train.regime == "controller" and distributed.is_main:
         result = train_controller(
             parts.bound,
@@ -239,87 +229,13 @@ def _train(
             metrics=metrics,
             console=console,
         )
-        phases["controller"] = {
-            "steps": result.steps,
-            "loss": result.loss,
-            "seconds": result.seconds,
-        }
-    return trained, phases
+        controller = PhaseSummary(steps=result.steps, loss=result.loss, seconds=result.seconds)
+    return trained, controller
 
 
 def _training_text(resolved: ResolvedConfig) -> str | None:
     choice = resolved.training_strategy
     return None if choice is None else choice.canonical
-
-
-def resume_config(run_dir: str | Path, manager: PluginManager) -> ResolvedConfig:
-    """The config of a stopped run, for `run_experiment(..., resume=True)` to finish it.
-
-    Training goes on from the last resumable checkpoint (or from the start when none was
-    written yet, or not at all when training had finished), to the same weights as a run
-    never stopped; records of the lost work leave `metrics.jsonl`; evaluation runs again.
-    """
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
-    if (run_dir / "summary.json").exists():
-        raise ConfigError(
-            f"run {str(run_dir)!r} has finished (it has summary.json): nothing to resume"
-        )
-    return resolve_run_config(manager, config_files=[config_file], output_dir=run_dir)
-
-
-def _restart_point(
-    run_dir: Path, parts: Components, resolved: ResolvedConfig
-) -> TrainingState | TrainResult | None:
-    """What a resumed run goes on from: a training state, a finished training, or nothing.
-
-    The checkpoint's weights are loaded into the model, its config must be the run's,
-    and `metrics.jsonl` keeps only the records of the work the checkpoint holds.
-    """
-    if not (checkpoint_dir(run_dir) / "metadata.json").is_file():
-        _trim_metrics(run_dir, lambda record: False)
-        return None
-    metadata = load_checkpoint(run_dir, parts.model)
-    if _without_output_dir(metadata.get("config")) != _without_output_dir(resolved.to_yaml_dict()):
-        raise CheckpointError(
-            f"{checkpoint_dir(run_dir)}: its config differs from {run_dir / 'config.yaml'}; "
-            "a run resumes only with the config it started with"
-        )
-    step = int(metadata["step"])
-    if "training" not in metadata:  # training had finished; evaluation had not
-        if parts.training is not None:
-            load_extra(run_dir, "strategy", parts.training)
-        _trim_metrics(run_dir, lambda record: record.get("event") != "eval")
-        return TrainResult(step, metadata.get("epochs", 0), metadata.get("loss"), 0.0)
-    tensors = {name: load_tensors(run_dir, name) for name in (OPTIMIZER_FILE, RNG_FILE)}
-    state = TrainingState.from_files(metadata["training"], tensors)
-    _trim_metrics(run_dir, lambda record: record.get("event") == "train" and record["step"] <= step)
-    return state
-
-
-def _without_output_dir(config: Any) -> Any:
-    """A config as data, minus where the run lives (a resumed run names its folder)."""
-    if not isinstance(config, dict) or not isinstance(config.get("runtime"), dict):
-        return config
-    return {**config, "runtime": {**config["runtime"], "output_dir": None}}
-
-
-def _trim_metrics(run_dir: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
-    """Rewrite `metrics.jsonl` with the records `keep` accepts (a torn last line goes)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and keep(record):
-            kept.append(line + "\n")
-    atomic_write_text(path, "".join(kept))
 
 
 def build_components(
@@ -400,52 +316,6 @@ def evaluate_strategies(
 
 def _limited(examples: Any, limit: int | None) -> Any:
     return examples if limit is None else Subset(examples, range(min(limit, len(examples))))
-
-
-def load_run(
-    run_dir: str | Path,
-    manager: PluginManager,
-    *,
-    tta: Sequence[str],
-    overrides: Sequence[str] = (),
-) -> tuple[ResolvedConfig, Components, torch.device]:
-    """Rebuild a finished run from its folder for more evaluations.
-
-    The run's `config.yaml` is resolved again with `tta` as the strategies (and any
-    `overrides`, e.g. `eval.limit=100`), the checkpoint's weights are loaded, and a
-    strategy trained by the controller regime gets its trained controller back.
-    """
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
-    metadata = read_metadata(run_dir)
-    overrides = [*_legacy_overrides(config_file, metadata), *overrides]
-    resolved = resolve_run_config(manager, config_files=[config_file], overrides=overrides, tta=tta)
-    config = resolved.config
-    seed_everything(config.runtime.seed)
-    configure_threads(config.runtime.threads)
-    device = select_device(config.runtime.device)
-    parts = build_components(resolved, manager, device)
-    load_checkpoint(run_dir, parts.model)
-    trained = parts.strategies.get(metadata.get("trained_strategy") or "")
-    if trained is not None:
-        load_extra(run_dir, "strategy", trained)
-    return resolved, parts, device
-
-
-def _legacy_overrides(config_file: Path, metadata: dict[str, Any]) -> list[str]:
-    """Overrides that keep a run from before a change of meaning evaluating as it trained.
-
-    Runs whose checkpoint does not record its pooling predate the `pooling` plugins,
-    when `mean` meant the mean over real tokens, now called `masked-mean`.
-    """
-    if "pooling" in metadata:
-        return []
-    model = load_yaml_file(config_file).get("model")
-    if isinstance(model, dict) and model.get("pooling") == "mean":
-        return ["model.pooling=masked-mean"]
-    return []
 
 
 def scan_backend(model: AttdModel) -> str | None:
