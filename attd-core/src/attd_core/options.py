@@ -67,6 +67,13 @@ class AttentionOptions(_StackOptions):
 class MambaOptions(MambaMixerOptions):
     """The Mamba backbone (specs/attd.md defaults)."""
 
+    norm: Literal["layer", "rms"] = Field(
+        "layer",
+        description="The norm of each layer and the final one: layer (LayerNorm, a scale and "
+        "a shift) or rms (RMSNorm, a scale only, as in mamba-ssm and transformers).",
+    )
+    norm_eps: float = Field(1e-5, gt=0, description="The norms' epsilon.")
+
 
 class TransformerOptions(AttentionOptions):
     """A pre-norm Transformer encoder with sinusoidal positions: the attention baseline."""
