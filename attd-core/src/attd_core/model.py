@@ -58,6 +58,9 @@ class AttdModel(nn.Module):
     `pooling` is a registered pooling's name (resolved through `manager`, see
     `resolve_pooling`) or a `Pooling` callable; one that is an `nn.Module` is a submodule,
     so its parameters train and are saved with the model.
+
+    A token embedding starts from the backbone's `pretrained_embedding` (a pretrained
+    Mamba's) when that has one row per token id of the task's vocabulary.
     """
 
     def __init__(
@@ -80,6 +83,11 @@ class AttdModel(nn.Module):
             self.embed = nn.Linear(input_spec.channels, d_model)
         else:
             raise ConfigError("a task's input_spec needs vocab_size or channels")
+        pretrained = getattr(backbone, "pretrained_embedding", None)
+        tokens = isinstance(self.embed, nn.Embedding)
+        if tokens and pretrained is not None and pretrained.shape == self.embed.weight.shape:
+            with torch.no_grad():
+                self.embed.weight.copy_(pretrained)
         self.backbone = backbone
         self.head = head
         self.pooling_name = pooling_name

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attd_core.backbones.pretrained import load_pretrained_weights
 from attd_core.backbones.scan import resolve_backend, selective_scan
 from attd_core.backbones.slots import (
     Norm,
@@ -334,6 +335,10 @@ def scan_backends_used(module: nn.Module) -> str | None:
 class MambaBackbone(nn.Module):
     """Pre-norm residual Mamba layers, then a final norm (LayerNorm, or RMSNorm: `norm`).
 
+    With `pretrained` set, the weights come from that transformers or mamba-ssm checkpoint,
+    and `pretrained_embedding` holds its token embedding `(rows, d_model)` (None without),
+    which `AttdModel` starts its embedding from when the task's vocabulary has as many rows.
+
     The parallel `forward` serves training and classification; `step` runs the same
     causal model one token at a time with carried state, for generation and streaming.
     """
@@ -348,6 +353,9 @@ class MambaBackbone(nn.Module):
         )
         self.norm_f = make_norm(options)
         self._slot_names = tuple(self.adapter_slots())
+        self.pretrained_embedding: Tensor | None = None
+        if options.pretrained is not None:
+            self.pretrained_embedding = load_pretrained_weights(self, options.pretrained)
 
     @property
     def scan_backend_used(self) -> str | None:
