@@ -41,6 +41,7 @@ def make_backbone(name: str, dtype: torch.dtype = torch.float32) -> torch.nn.Mod
     backbone = {
         "mamba": lambda: MambaBackbone(MambaOptions(**mamba)),
         "mamba-bi": lambda: MambaBackbone(MambaOptions(**mamba, bidirectional=True)),
+        "mamba-rms": lambda: MambaBackbone(MambaOptions(**mamba, norm="rms")),
         "transformer": lambda: TransformerBackbone(TransformerOptions(**attention)),
         "hybrid": lambda: HybridBackbone(HybridOptions(**(mamba | attention), pattern="MA")),
     }[name]()
@@ -65,7 +66,7 @@ APPLIES = {
     "delta-ssm": SSM_BACKBONES,
     "lora": ALL_BACKBONES,
     "state-offset": SSM_BACKBONES,
-    "norm-affine": ALL_BACKBONES,
+    "norm-affine": (*ALL_BACKBONES, "mamba-rms"),
 }
 PAIRS = [(adapter, backbone) for adapter, backbones in APPLIES.items() for backbone in backbones]
 
@@ -213,6 +214,7 @@ EXPECTED_PARAMETERS = {
     ("state-offset", "hybrid"): MIXER["state-offset"],
     ("norm-affine", "mamba"): 3 * NORM,  # a norm per layer, and norm_f
     ("norm-affine", "mamba-bi"): 3 * NORM,  # the reverse mixer shares its layer's norm
+    ("norm-affine", "mamba-rms"): 3 * D_MODEL,  # an RMSNorm has a scale and no bias
     ("norm-affine", "transformer"): 5 * NORM,  # norm1 and norm2 per layer, and norm_f
     ("norm-affine", "hybrid"): 4 * NORM,
 }

@@ -36,6 +36,11 @@ class TestBidirectionalMamba(BackboneConformance):
         return tiny_backbone("mamba", bidirectional=True)
 
 
+class TestRMSNormMamba(BackboneConformance):
+    def make_backbone(self):
+        return tiny_backbone("mamba", norm="rms")
+
+
 class TestTransformer(BackboneConformance):
     def make_backbone(self):
         return tiny_backbone("transformer")
@@ -80,6 +85,14 @@ class TestStateOffset(AdapterConformance):
 class TestNormAffine(AdapterConformance):
     def make_adapter(self):
         return CORE.create("adapter", "norm-affine")
+
+
+class TestNormAffineOnRMSNormMamba(AdapterConformance):
+    def make_adapter(self):
+        return CORE.create("adapter", "norm-affine")
+
+    def make_backbone(self):
+        return tiny_backbone("mamba", norm="rms")
 
 
 class TestNormAffineOnTheHybrid(AdapterConformance):

@@ -65,6 +65,8 @@ _LAZY = {
     "MambaBackbone": "attd_core.backbones.mamba",
     "TransformerBackbone": "attd_core.backbones.transformer",
     "HybridBackbone": "attd_core.backbones.hybrid",
+    "load_pretrained_mamba": "attd_core.backbones.pretrained",
+    "PretrainedMamba": "attd_core.backbones.pretrained",
     "selective_scan": "attd_core.backbones.scan",
     "available_backends": "attd_core.backbones.scan",
     "DeltaSSMAdapter": "attd_core.adapters.delta_ssm",

@@ -8,6 +8,7 @@ internals.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -62,6 +63,10 @@ class AttdModel(nn.Module):
     that is an `nn.Module` is a submodule, so its parameters train and are saved with
     the model. The task's optional hooks (`token_level`, `second_tower` with
     `pair_towers`) decide what the head reads.
+
+    A token embedding starts from the backbone's `pretrained_embedding` (a pretrained
+    Mamba's) when that has one row per token id of the task's vocabulary; otherwise it
+    is trained from scratch, with a warning.
     """
 
     def __init__(
@@ -90,6 +95,19 @@ class AttdModel(nn.Module):
             self.embed = nn.Linear(input_spec.channels, backbone.d_model)
         else:
             raise ConfigError("a task's input_spec needs vocab_size or channels")
+        pretrained = getattr(backbone, "pretrained_embedding", None)
+        tokens = isinstance(self.embed, nn.Embedding)
+        if tokens and pretrained is not None:
+            if pretrained.shape == self.embed.weight.shape:
+                with torch.no_grad():
+                    self.embed.weight.copy_(pretrained)
+            else:
+                warnings.warn(
+                    f"the pretrained embedding has shape {tuple(pretrained.shape)}, the "
+                    f"task's {tuple(self.embed.weight.shape)}: the token embedding is "
+                    "trained from scratch",
+                    stacklevel=2,
+                )
         self.backbone = backbone
         self.head = head
         self.pooling_name = pooling_name

@@ -6,6 +6,7 @@ imports pydantic only, not torch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -66,6 +67,50 @@ class AttentionOptions(_StackOptions):
 
 class MambaOptions(MambaMixerOptions):
     """The Mamba backbone (specs/attd.md defaults)."""
+
+    norm: Literal["layer", "rms"] = Field(
+        "layer",
+        description="The norm of each layer and the final one: layer (LayerNorm, a scale and "
+        "a shift) or rms (RMSNorm, a scale only, as in mamba-ssm and transformers).",
+    )
+    norm_eps: float = Field(1e-5, gt=0, description="The norms' epsilon.")
+    pretrained: str | None = Field(
+        None,
+        min_length=1,
+        description="A transformers or mamba-ssm Mamba checkpoint to start from (a folder "
+        "with config.json and model.safetensors): its config sets the shape options left "
+        "unset, its weights load into the backbone.",
+    )
+
+    @model_validator(mode="after")
+    def _pretrained_shape(self) -> MambaOptions:
+        """Fill the shape from the checkpoint's config.json; refuse options that contradict it.
+
+        Reading the shape here, while a run config resolves, makes `config.yaml` and
+        `attd config show` record the real model, and stops a mismatch before anything loads.
+        The path is made absolute, so a run folder's config names it from anywhere.
+        """
+        if self.pretrained is None:
+            return self
+        from attd_core.backbones.pretrained_config import read_source  # JSON only, no torch
+
+        source = read_source(self.pretrained)
+        self.pretrained = str(Path(self.pretrained).expanduser().resolve())
+        if self.bidirectional:
+            raise ValueError(
+                f"pretrained {self.pretrained!r} is a causal model: bidirectional=true would "
+                "add reverse mixers it has no weights for"
+            )
+        for key, value in source.options.items():
+            given = getattr(self, key)
+            if key in self.model_fields_set and given is not None and given != value:
+                raise ValueError(
+                    f"{key}={given!r} disagrees with pretrained {self.pretrained!r}, which "
+                    f"has {key}={value!r}; leave {key} unset (a --preset or a config file "
+                    "may set it)"
+                )
+            setattr(self, key, value)
+        return self
 
 
 class TransformerOptions(AttentionOptions):

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attd_core.backbones.pretrained import load_pretrained_weights
 from attd_core.backbones.scan import resolve_backend, selective_scan
 from attd_core.backbones.slots import (
+    Norm,
     adapted,
     check_state_keys,
     delta_layer_norm,
@@ -213,17 +215,25 @@ def reverse_real_tokens(x: Tensor, mask: Tensor | None) -> Tensor:
     return x.gather(1, index)
 
 
+def make_norm(options: MambaOptions) -> Norm:
+    """The backbone's norm: LayerNorm, or the RMSNorm that mamba-ssm and transformers use,
+    whose checkpoints' `norm.weight` is a scale of `x / rms(x)`, not of `x - mean(x)`."""
+    if options.norm == "rms":
+        return nn.RMSNorm(options.d_model, eps=options.norm_eps)
+    return nn.LayerNorm(options.d_model, eps=options.norm_eps)
+
+
 class MambaLayer(nn.Module):
-    """One residual layer, `x + dropout(mixer(norm(x)))`.
+    """One residual layer, `x + dropout(mixer(norm(x)))`; `norm` defaults to a LayerNorm.
 
     In bidirectional mode a second mixer `reverse` (own parameters, as in Caduceus and
     Vision Mamba) reads each sample's real tokens back to front; its output, put back in
     order, is added to the forward mixer's, so every position sees the whole sequence.
     """
 
-    def __init__(self, options: MambaMixerOptions) -> None:
+    def __init__(self, options: MambaMixerOptions, norm: Norm | None = None) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(options.d_model)
+        self.norm = norm if norm is not None else nn.LayerNorm(options.d_model)
         self.mixer = MambaBlock(options)
         self.reverse = MambaBlock(options) if options.bidirectional else None
         self.dropout = nn.Dropout(options.dropout)
@@ -259,15 +269,25 @@ def scan_backends_used(module: nn.Module) -> str | None:
 
 
 class MambaBackbone(nn.Module):
-    """Pre-norm residual Mamba layers, then a final LayerNorm."""
+    """Pre-norm residual Mamba layers, then a final norm (LayerNorm, or RMSNorm: `norm`).
+
+    With `pretrained` set, the weights come from that transformers or mamba-ssm checkpoint,
+    and `pretrained_embedding` holds its token embedding `(rows, d_model)` (None without),
+    which `AttdModel` starts its embedding from when the task's vocabulary has as many rows.
+    """
 
     def __init__(self, options: MambaOptions | None = None) -> None:
         super().__init__()
         options = options or MambaOptions()
         self.d_model = options.d_model
-        self.layers = nn.ModuleList(MambaLayer(options) for _ in range(options.n_layers))
-        self.norm_f = nn.LayerNorm(options.d_model)
+        self.layers = nn.ModuleList(
+            MambaLayer(options, make_norm(options)) for _ in range(options.n_layers)
+        )
+        self.norm_f = make_norm(options)
         self._slot_names = tuple(self.adapter_slots())
+        self.pretrained_embedding: Tensor | None = None
+        if options.pretrained is not None:
+            self.pretrained_embedding = load_pretrained_weights(self, options.pretrained)
 
     @property
     def scan_backend_used(self) -> str | None:
@@ -278,6 +298,7 @@ class MambaBackbone(nn.Module):
         """Per layer i the mixer's slots `layers.{i}.A`, `.dt_bias`, `.D`, `.h0`, `.in_proj`,
         `.x_proj`, `.dt_proj`, `.out_proj` (see `MambaBlock.adapter_slots`) and the norm's
         `layers.{i}.norm.weight` / `.bias`; then the final norm's `norm_f.weight` / `.bias`.
+        With `norm=rms` there are no `.bias` slots: an RMSNorm only scales.
 
         In bidirectional mode the reverse mixer adds the same slots as
         `layers.{i}.reverse.*`. Bases are detached views of the current weights: adapters

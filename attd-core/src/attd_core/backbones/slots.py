@@ -46,13 +46,19 @@ def weight_slot(name: str, linear: nn.Linear) -> dict[str, AdapterSlot]:
     return {name: AdapterSlot(name=name, base=linear.weight.detach(), kind="weight")}
 
 
-def norm_slots(name: str, norm: nn.LayerNorm) -> dict[str, AdapterSlot]:
-    """`{name}.weight` (`norm_weight`) and `{name}.bias` (`norm_bias`) of a LayerNorm."""
+Norm = nn.LayerNorm | nn.RMSNorm
+"""The norms backbones adapt: a LayerNorm, or an RMSNorm (a scale and no shift)."""
+
+
+def norm_slots(name: str, norm: Norm) -> dict[str, AdapterSlot]:
+    """`{name}.weight` (`norm_weight`) and, where the norm has a shift, `{name}.bias`
+    (`norm_bias`): an RMSNorm has no bias slot, since it has no bias to change."""
     return {
         f"{name}.{part}": AdapterSlot(
             name=f"{name}.{part}", base=getattr(norm, part).detach(), kind=f"norm_{part}"
         )
         for part in ("weight", "bias")
+        if getattr(norm, part, None) is not None
     }
 
 
@@ -122,23 +128,31 @@ def delta_linear(
     return y
 
 
-def delta_layer_norm(x: Tensor, norm: nn.LayerNorm, state: AdapterState, slot: str) -> Tensor:
-    """`norm(x)` with the state's deltas on `{slot}.weight` and `{slot}.bias`.
+def delta_layer_norm(x: Tensor, norm: Norm, state: AdapterState, slot: str) -> Tensor:
+    """`norm(x)` with the state's deltas on `{slot}.weight` and `{slot}.bias` (no bias for
+    an RMSNorm).
 
-    With no delta this is the module's own `F.layer_norm` call. Shared deltas go into
-    `F.layer_norm` as adapted weight and bias; per-sample ones (`(B, D)`, `x` `(B, ..., D)`)
+    With no delta this is the module's own call. Shared deltas go into `F.layer_norm` /
+    `F.rms_norm` as adapted weight and bias; per-sample ones (`(B, D)`, `x` `(B, ..., D)`)
     scale and shift the normalised `x` per sample.
     """
+    base_bias = getattr(norm, "bias", None)
     d_weight = slot_delta(state, f"{slot}.weight", norm.weight.shape)
-    d_bias = slot_delta(state, f"{slot}.bias", norm.bias.shape)
+    d_bias = None if base_bias is None else slot_delta(state, f"{slot}.bias", base_bias.shape)
     if d_weight is None and d_bias is None:
         return norm(x)
     weight = norm.weight if d_weight is None else norm.weight + d_weight
-    bias = norm.bias if d_bias is None else norm.bias + d_bias
-    if weight.dim() == 1 and bias.dim() == 1:
-        return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
-    normalised = F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
-    return normalised * _per_sample(weight, x) + _per_sample(bias, x)
+    bias = base_bias if d_bias is None else base_bias + d_bias
+    if weight.dim() == 1 and (bias is None or bias.dim() == 1):
+        return _normalise(x, norm, weight, bias)
+    scaled = _normalise(x, norm, None, None) * _per_sample(weight, x)
+    return scaled if bias is None else scaled + _per_sample(bias, x)
+
+
+def _normalise(x: Tensor, norm: Norm, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    if isinstance(norm, nn.RMSNorm):
+        return F.rms_norm(x, norm.normalized_shape, weight, norm.eps)
+    return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
 
 
 def _per_sample(vector: Tensor, x: Tensor) -> Tensor:
