@@ -425,7 +425,7 @@ def _resolve_component(
     except ValidationError as exc:
         detail = explain_validation_error(exc, spec.config, prefix=path)
         raise ConfigError(f"invalid options for {kind} {spec.name!r}: {detail}") from None
-    return ComponentChoice(spec, options, canonical_text(spec.name, options))
+    return ComponentChoice(spec, options, canonical_text(spec.name, options), manager)
 
 
 def _check_pooling(manager: PluginManager, name: str) -> None:
