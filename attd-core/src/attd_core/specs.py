@@ -139,7 +139,10 @@ class TaskSpec(PluginSpec):
     `run_defaults` are dotted run-config overrides (e.g. `{"train.epochs": 2}`) applied
     before user files, so that `attd run --task NAME` works well with no flags.
     `presets` are named sets of such overrides (e.g. `paper`: the published settings),
-    chosen with `--preset NAME` and applied on top of `run_defaults`.
+    chosen with `--preset NAME` and applied on top of `run_defaults`. Their
+    `model.backbone.*` settings (the shape) are for whichever backbone the run uses, the
+    user's choice included; one that backbone does not take is refused, naming the
+    preset, rather than dropped.
     """
 
     kind: ClassVar[str] = "task"
