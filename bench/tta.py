@@ -63,7 +63,7 @@ def build_model(seed: int = 0):
     from attd_core.tasks import ClassificationTask
 
     class RandomTokens(ClassificationTask):
-        input_spec = InputSpec(vocab_size=VOCAB)
+        input_spec = InputSpec(vocab_size=VOCAB, pad_id=0)
         num_classes = CLASSES
 
     torch.manual_seed(seed)

@@ -166,11 +166,22 @@ class Pooling(Protocol):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a task feeds the model: integer tokens from a vocabulary, or float channels."""
+    """What a task feeds the model: integer tokens from a vocabulary, or float channels.
+
+    `pad_id` reserves a token id for padding: its embedding is a frozen zero vector
+    (`padding_idx`), so no real token may use it. None, the default, reserves none:
+    padding then holds id 0 like any token and only the batch's mask marks it, so a task
+    whose real tokens include 0 cannot lose them by forgetting to choose a pad id.
+    """
 
     vocab_size: int | None = None
     channels: int | None = None
-    pad_id: int = 0
+    pad_id: int | None = None
+
+    @property
+    def fill_id(self) -> int:
+        """The id that padded positions hold: `pad_id`, or 0 when none is reserved."""
+        return 0 if self.pad_id is None else self.pad_id
 
 
 @runtime_checkable

@@ -52,9 +52,9 @@ class ClassificationTask:
     def collate_tokens(
         self, sequences: Sequence[Sequence[int]], labels: Sequence[int] | None = None
     ) -> Batch:
-        """Right-pad token sequences with the pad id; the mask marks real tokens."""
+        """Right-pad token sequences with `input_spec.fill_id`; the mask marks real tokens."""
         length = max((len(seq) for seq in sequences), default=0)
-        inputs = torch.full((len(sequences), max(length, 1)), self.input_spec.pad_id)
+        inputs = torch.full((len(sequences), max(length, 1)), self.input_spec.fill_id)
         for row, seq in enumerate(sequences):
             inputs[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         lengths = torch.tensor([len(seq) for seq in sequences])

@@ -44,7 +44,7 @@ class _ImageEncoder:
     def pad_value(self) -> int | float:
         """What the collator pads a shorter sequence with."""
         spec = self.input_spec
-        return spec.pad_id if spec.vocab_size is not None else 0.0
+        return spec.fill_id if spec.vocab_size is not None else 0.0
 
     input_spec: InputSpec
 

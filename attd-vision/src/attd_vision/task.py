@@ -144,5 +144,5 @@ class ImageClassificationTask(ClassificationTask):
         encoded = [encoder.encode(image) for image in images]
         labels = [int(row[label_column]) for row in raw_batch]
         spec = encoder.input_spec
-        pad_value = spec.pad_id if spec.vocab_size is not None else 0.0
+        pad_value = spec.fill_id if spec.vocab_size is not None else 0.0
         return collate_encoded(encoded, labels, pad_value=pad_value)

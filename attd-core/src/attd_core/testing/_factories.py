@@ -45,7 +45,7 @@ class TinyTask(ClassificationTask):
     name, so splits differ and repeat exactly.
     """
 
-    input_spec = InputSpec(vocab_size=12)
+    input_spec = InputSpec(vocab_size=12, pad_id=0)
     num_classes = 3
     SPLITS = ("train", "validation", "test")
 

@@ -27,7 +27,7 @@ class MajorityTask(ClassificationTask):
 
     def __init__(self, options: MajorityOptions) -> None:
         self.options = options
-        self.input_spec = InputSpec(vocab_size=options.vocab_size)
+        self.input_spec = InputSpec(vocab_size=options.vocab_size, pad_id=0)
 
     def load_split(self, split: str) -> list[dict[str, Any]]:
         sizes = {
