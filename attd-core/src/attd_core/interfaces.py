@@ -188,15 +188,19 @@ class InputSpec:
 class Task(Protocol):
     """Knows its data, labels and metrics; never the backbone's internals.
 
-    `load_split` returns a Hugging Face `datasets.Dataset` (or any sequence of example
-    dicts); `preprocess` collates a list of those examples into a `Batch`. `forward`
-    runs the model given by the runtime and may pass an adapter state through.
-    A task may also define `sequence_length(example) -> int`: the runtime then batches
-    examples of similar length together, which saves most of the padding.
+    `splits` names the splits `load_split` serves (the runtime checks `eval.split` and
+    `eval.calibration_split` against them before training); `load_split` returns a
+    Hugging Face `datasets.Dataset` (or any sequence of example dicts) and raises
+    `ConfigError` for any other split. `preprocess` collates a list of examples into a
+    `Batch`. `forward` runs the model given by the runtime and may pass an adapter
+    state through. A task may also define `sequence_length(example) -> int`: the
+    runtime then batches examples of similar length together, which saves most of the
+    padding.
     """
 
     input_spec: InputSpec
     num_classes: int
+    splits: tuple[str, ...]
 
     def load_split(self, split: str) -> Any: ...
 

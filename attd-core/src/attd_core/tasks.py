@@ -16,10 +16,12 @@ from attd_core.interfaces import AdapterState, Batch, InputSpec, ModelOutput
 
 
 class ClassificationTask:
-    """Sequence classification; subclasses set `input_spec` and `num_classes`."""
+    """Sequence classification; subclasses set `input_spec` and `num_classes`, and
+    `splits` when theirs are not train, validation and test."""
 
     input_spec: InputSpec
     num_classes: int
+    splits: tuple[str, ...] = ("train", "validation", "test")
 
     def build_head(self, d_model: int) -> nn.Module:
         return nn.Linear(d_model, self.num_classes)

@@ -183,6 +183,7 @@ class TaskConformance:
             for name in (
                 "input_spec",
                 "num_classes",
+                "splits",
                 "load_split",
                 "preprocess",
                 "build_head",
@@ -230,6 +231,36 @@ class TaskConformance:
                 "neither learn them nor tell them from padding; reserve another id as "
                 "input_spec.pad_id, or set pad_id=None to reserve none"
             )
+
+    def test_declares_the_splits_it_serves(self, attd_task: Task) -> None:
+        declared = attd_task.splits
+        assert (
+            isinstance(declared, tuple)
+            and declared
+            and all(isinstance(split, str) for split in declared)
+        ), f"Task.splits must be a non-empty tuple of split names; got {declared!r}"
+        undeclared = [split for split in self.splits if split not in declared]
+        assert not undeclared, (
+            f"the suite loads {', '.join(undeclared)}, which Task.splits {declared} does not "
+            "name: declare every split load_split serves (the runtime checks eval.split "
+            "against them)"
+        )
+
+    def test_an_undeclared_split_is_a_config_error(self, attd_task: Task) -> None:
+        from attd_core.errors import ConfigError
+
+        split = "no-such-split"
+        try:
+            attd_task.load_split(split)
+        except ConfigError:
+            return
+        except Exception as exc:
+            pytest.fail(
+                f"load_split({split!r}) must raise attd_core.ConfigError for a split not in "
+                f"Task.splits (the CLI shows it as one error line); got {type(exc).__name__}: "
+                f"{exc}"
+            )
+        pytest.fail(f"load_split({split!r}) returned data for a split not in Task.splits")
 
     def test_splits_load_and_are_not_empty(self, attd_task: Task) -> None:
         for split in self.splits:

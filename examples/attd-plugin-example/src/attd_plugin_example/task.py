@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from attd_core import Batch, ClassificationTask, InputSpec
+from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
 
 from attd_plugin_example.options import MajorityOptions
 
@@ -36,7 +36,7 @@ class MajorityTask(ClassificationTask):
             "test": self.options.num_test,
         }
         if split not in sizes:
-            raise ValueError(f"unknown split {split!r}; splits: {', '.join(sizes)}")
+            raise ConfigError(f"unknown split {split!r}; splits: {', '.join(sizes)}")
         rng = random.Random(f"{self.options.seed}:{split}")
         return [self._example(rng) for _ in range(sizes[split])]
 
