@@ -46,6 +46,29 @@ def test_the_task_suite_fails_a_task_whose_real_tokens_use_the_pad_id():
         _TinyTaskSuite().test_real_tokens_never_use_the_pad_id(task)
 
 
+def test_the_task_suite_fails_a_task_whose_unknown_split_is_not_a_config_error():
+    import pytest
+
+    from attd_core.testing import TinyTask
+
+    class RaisesValueError(TinyTask):
+        def load_split(self, split):
+            if split not in self.splits:
+                raise ValueError(f"unknown split {split!r}")
+            return super().load_split(split)
+
+    class ServesAnyName(TinyTask):
+        def load_split(self, split):
+            return super().load_split("train")
+
+    suite = _TinyTaskSuite()
+    with pytest.raises(pytest.fail.Exception, match="must raise attd_core.ConfigError"):
+        suite.test_an_undeclared_split_is_a_config_error(RaisesValueError())
+    with pytest.raises(pytest.fail.Exception, match="returned data for a split not in"):
+        suite.test_an_undeclared_split_is_a_config_error(ServesAnyName())
+    suite.test_an_undeclared_split_is_a_config_error(TinyTask())
+
+
 def test_no_pad_id_is_reserved_by_default_so_token_0_is_learned():
 
     from attd_core import InputSpec
