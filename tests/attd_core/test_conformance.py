@@ -215,3 +215,15 @@ def test_importing_attd_core_testing_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_importing_attd_core_testing_without_pytest_says_it_needs_pytest():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "try:\n    import attd_core.testing\nexcept ImportError as exc:\n    print(exc)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.startswith("attd_core.testing needs pytest"), result.stderr
