@@ -86,7 +86,7 @@ class PluginSpec(BaseModel):
         if not isinstance(options, self.config):
             options = self.config.model_validate(options or {})
         factory = self.load()
-        if not takes_manager(factory):
+        if not _takes_manager(factory):
             return factory(options)
         if manager is None:
             raise PluginError(
@@ -96,7 +96,7 @@ class PluginSpec(BaseModel):
         return factory(options, manager=manager)
 
 
-def takes_manager(factory: Any) -> bool:
+def _takes_manager(factory: Any) -> bool:
     """Whether `factory` declares a keyword-only `manager` parameter (it builds other
     components, so it needs the registry they come from)."""
     try:
