@@ -63,7 +63,7 @@ def build_model(seed: int = 0):
     from attd_core.tasks import ClassificationTask
 
     class RandomTokens(ClassificationTask):
-        input_spec = InputSpec(vocab_size=VOCAB)
+        input_spec = InputSpec(vocab_size=VOCAB, pad_id=0)
         num_classes = CLASSES
 
     torch.manual_seed(seed)
@@ -134,12 +134,13 @@ def agreement(bound, batch, together, alone, start) -> dict[str, float]:
 
 def strategies(bound, objective, args: argparse.Namespace) -> tuple[object, object]:
     """`fixed:FIXED_K`, and `adaptive:FIXED_K` calibrated on CALIBRATION_BATCHES batches."""
+    from attd_core import get_plugin_manager
     from attd_core.options import AdaptiveOptions, FixedOptions
     from attd_core.tta.strategies import AdaptiveSteps, FixedSteps
 
     fixed = FixedSteps(FixedOptions(k=FIXED_K, lr=args.lr))
     options = AdaptiveOptions(k_max=FIXED_K, controller=CONTROLLER, target_k=TARGET_K, lr=args.lr)
-    adaptive = AdaptiveSteps(options)
+    adaptive = AdaptiveSteps(options, manager=get_plugin_manager())
     seeds = range(1, CALIBRATION_BATCHES + 1)
     adaptive.calibrate(
         bound, [make_batch(bound, args.batch, args.length, seed) for seed in seeds], objective

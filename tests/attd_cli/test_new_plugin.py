@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,15 @@ def test_pyproject_declares_the_entry_point_and_loose_ranges(manager, tmp_path, 
     assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
         "src/attd_my_thing"
     ]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/plugins.md"])
+def test_the_docs_snippets_declare_what_a_generated_task_plugin_declares(doc):
+    """The README's snippet left pydantic out while docs/plugins.md declared it."""
+    snippet = re.search(r"^dependencies = \[(.*)\]", (ROOT / doc).read_text(), re.MULTILINE)
+    assert snippet is not None, f"{doc} has no pyproject dependencies snippet"
+    declared = [item.strip().strip('"') for item in snippet.group(1).split('",')]
+    assert declared == generator.dependencies("task")
 
 
 def test_the_generated_ruff_settings_are_the_repositorys(manager, tmp_path):

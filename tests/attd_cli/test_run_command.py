@@ -111,6 +111,36 @@ def test_bad_run_arguments_are_one_line_errors(manager, args, fragments):
         assert fragment in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "eval.split=dev"], "eval.split: task 'parity' has no split 'dev'"),
+        (
+            ["--tta", "adaptive:2,controller=quantile", "--set", "eval.calibration_split=dev"],
+            "eval.calibration_split: task 'parity' has no split 'dev'",
+        ),
+    ],
+)
+def test_a_split_the_task_lacks_is_refused_before_training(manager, tmp_path, args, message):
+    """`--set eval.split=dev` used to train the whole model, then fail."""
+    out = tmp_path / "run"
+    result = invoke(manager, "run", "--task", "parity", *TINY, *args, "--output-dir", str(out))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {message}; splits: train, validation, test\n"
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_the_calibration_split_is_checked_only_when_a_strategy_calibrates(manager, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        manager, "run", "--task", "parity", *TINY, "--tta", "fixed:1",
+        "--set", "eval.calibration_split=dev", "--set", "train.max_steps=1",
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / "summary.json").is_file()
+
+
 def test_an_output_dir_that_holds_a_run_is_refused(manager, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -184,6 +184,59 @@ def test_naming_another_component_drops_the_old_ones_options(manager, tmp_path):
     assert same.to_yaml_dict()["model"]["backbone"]["d_model"] == 32
 
 
+class ShapedPlugin:
+    """A task whose defaults and preset set the backbone's shape, as the LRA tasks do."""
+
+    @hookimpl
+    def attd_register(self, register: Any) -> None:
+        register(
+            TaskSpec(
+                name="shaped",
+                summary="a task that sets the backbone's shape",
+                factory="nowhere:Shaped",
+                run_defaults={"model.backbone.n_layers": 3},
+                presets={
+                    "wide": {"model.backbone.d_model": 128},
+                    "ssm": {"model.backbone.d_state": 32},
+                },
+            )
+        )
+
+
+@pytest.mark.parametrize("backbone", ["mamba", "transformer", "hybrid"])
+def test_a_tasks_backbone_settings_follow_the_chosen_backbone(manager, backbone):
+    """`--preset wide --backbone transformer` used to drop the preset's shape silently."""
+    manager.add_plugin(ShapedPlugin(), name="shaped")
+    for chosen in ([f"model.backbone.name={backbone}"], [f"model.backbone={backbone}"]):
+        config = resolve(manager, task="shaped", preset="wide", overrides=chosen).to_yaml_dict()
+        shape = config["model"]["backbone"]
+        assert (shape["name"], shape["d_model"], shape["n_layers"]) == (backbone, 128, 3)
+    mine = resolve(
+        manager,
+        task="shaped",
+        preset="wide",
+        overrides=[f"model.backbone.name={backbone}", "model.backbone.d_model=8"],
+    )
+    assert mine.config.model.backbone.options()["d_model"] == 8  # the user's value wins
+
+
+def test_a_preset_setting_the_chosen_backbone_lacks_is_refused_by_name(manager):
+    manager.add_plugin(ShapedPlugin(), name="shaped")
+    assert resolve(manager, task="shaped", preset="ssm").backbone.options.d_state == 32
+    with pytest.raises(
+        ConfigError,
+        match=r"preset 'ssm' of task 'shaped' sets model.backbone.d_state, which backbone "
+        r"'transformer' does not take: choose a backbone that has it \(hybrid, mamba\)",
+    ):
+        resolve(manager, task="shaped", preset="ssm", backbone="transformer")
+    with pytest.raises(
+        ConfigError,
+        match="the run_defaults of task 'shaped' sets model.backbone.n_layers, which backbone "
+        "'other' does not take",
+    ):
+        resolve(manager, task="shaped", backbone="other")
+
+
 def test_a_component_may_be_given_by_name_alone(manager, tmp_path):
     config_file = write_yaml(tmp_path / "t.yaml", {"task": "toy"})
     resolved = resolve_run_config(

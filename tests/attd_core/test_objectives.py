@@ -36,7 +36,7 @@ LENGTHS = (9, 5, 14, 1, 7)
 
 
 class TinyClassification(ClassificationTask):
-    input_spec = InputSpec(vocab_size=VOCAB)
+    input_spec = InputSpec(vocab_size=VOCAB, pad_id=0)
     num_classes = 3
 
 
@@ -67,7 +67,7 @@ class Fixed:
     """A model whose forward returns a fixed output, for formula checks."""
 
     output: ModelOutput
-    input_spec: InputSpec = InputSpec(vocab_size=VOCAB)
+    input_spec: InputSpec = InputSpec(vocab_size=VOCAB, pad_id=0)
 
     def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
         return self.output

@@ -19,6 +19,7 @@ from attd_core import (
     UnknownComponentError,
     get_plugin_manager,
     hookimpl,
+    parse_component,
 )
 
 
@@ -173,6 +174,26 @@ def test_a_broken_factory_names_the_component(fresh_plugin_manager):
     fresh_plugin_manager.add_plugin(make_plugin(task_spec("gone", "attd_nowhere:Task")), name="p")
     with pytest.raises(PluginError, match=r"task 'gone': cannot load factory 'attd_nowhere:Task'"):
         fresh_plugin_manager.create("task", "gone")
+
+
+class Pair:
+    """A component built from another one: it declares the manager it needs."""
+
+    def __init__(self, options, *, manager):
+        self.manager = manager
+        self.inner = manager.create("task", "inner")
+
+
+def test_a_factory_that_declares_manager_gets_the_manager_that_creates_it(fresh_plugin_manager):
+    specs = task_spec("inner"), task_spec("pair", f"{__name__}:Pair")
+    fresh_plugin_manager.add_plugin(make_plugin(*specs), name="p")
+    pair = fresh_plugin_manager.create("task", "pair")
+    assert pair.manager is fresh_plugin_manager and isinstance(pair.inner, dict)
+    choice = parse_component("pair", "task", fresh_plugin_manager)
+    assert choice.create().manager is fresh_plugin_manager
+    with pytest.raises(PluginError, match="task 'pair' builds other components: create it"):
+        fresh_plugin_manager.get("task", "pair").create()
+    assert isinstance(fresh_plugin_manager.get("task", "inner").create(), dict)
 
 
 class LooseOptions(BaseModel):

@@ -123,6 +123,11 @@ def test_a_third_party_pooling_resolves_through_the_manager_and_trains(manager):
     torch.testing.assert_close(built.pool(features, batch.mask), expected)
 
 
+def test_a_plugin_pooling_needs_the_manager_never_a_process_wide_one():
+    with pytest.raises(ConfigError, match="pooling 'max' is not one of attd-core's .* pass the"):
+        model("max")
+
+
 def test_a_pooling_callable_is_used_as_given():
     built = model(last_token)
     assert built.pooling is last_token and built.pooling_name == "last_token"

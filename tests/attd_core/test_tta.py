@@ -38,13 +38,14 @@ from attd_core.options import (
     NormAffineOptions,
     OracleOptions,
 )
-from attd_core.testing import TinyTask
+from attd_core.testing import TinyTask, new_plugin_manager
 from attd_core.tta.engine import _Loop, adapt_batch
 from attd_core.tta.strategies import AdaptiveSteps, FixedSteps, NoAdaptation, OracleSteps
 
 LENGTHS = TinyTask().lengths  # (9, 5, 14, 7): a padded batch
 LR = 30.0  # a fresh Delta-SSM moves slowly: U's gradient is scaled by V (init_scale)
 OBJECTIVE = EntropyKL(EntropyKLOptions(kl_weight=1.0))
+CORE = new_plugin_manager()  # where the adaptive strategies find their controllers
 
 
 def make_bound(norms: bool = False, **adapter_options) -> BoundModel:
@@ -411,7 +412,8 @@ def test_a_collapsing_stream_is_reset(batch):
 
 def calibrated(controller: str, bound: BoundModel, batch: Batch, **options) -> AdaptiveSteps:
     strategy = AdaptiveSteps(
-        AdaptiveOptions(k_max=4, controller=controller, lr=LR, grad_clip=None, **options)
+        AdaptiveOptions(k_max=4, controller=controller, lr=LR, grad_clip=None, **options),
+        manager=CORE,
     )
     assert strategy.needs_calibration
     strategy.calibrate(bound, [batch], OBJECTIVE)
@@ -420,7 +422,7 @@ def calibrated(controller: str, bound: BoundModel, batch: Batch, **options) -> A
 
 
 def test_adaptive_needs_calibration_before_it_adapts(batch):
-    strategy = AdaptiveSteps(AdaptiveOptions(k_max=4, controller="quantile"))
+    strategy = AdaptiveSteps(AdaptiveOptions(k_max=4, controller="quantile"), manager=CORE)
     with pytest.raises(ConfigError, match="not calibrated"):
         strategy.adapt(make_bound(), batch, OBJECTIVE)
 
@@ -437,7 +439,7 @@ def test_adaptive_steps_grow_with_difficulty(batch, controller):
 
 def test_gate_gives_zero_or_k_max_steps(batch):
     bound = make_bound()
-    strategy = AdaptiveSteps(GateOptions(k_max=3, lr=LR, target_k=1.5))
+    strategy = AdaptiveSteps(GateOptions(k_max=3, lr=LR, target_k=1.5), manager=CORE)
     strategy.calibrate(bound, [batch], OBJECTIVE)
     result = strategy.adapt(bound, batch, OBJECTIVE)
     assert set(result.steps.tolist()) <= {0, 3}

@@ -82,6 +82,21 @@ def test_show_applies_the_preset_under_set():
     assert shown["task"]["max_depth"] == 9 and shown["task"]["num_train"] == 96000
 
 
+def test_the_paper_preset_keeps_its_shape_on_another_backbone_or_refuses_it():
+    """The paper preset used to become 64 x 2 silently under another backbone's name."""
+    paper = [*LISTOPS, "--preset", "paper"]
+    result = invoke("config", "show", *paper, "--set", "model.backbone.name=hybrid")
+    backbone = yaml.safe_load(result.stdout)["model"]["backbone"]
+    assert (backbone["d_model"], backbone["n_layers"], backbone["d_state"]) == (256, 6, 64)
+    result = invoke("config", "show", *paper, "--set", "model.backbone.name=transformer")
+    assert_user_error(
+        result,
+        "preset 'paper' of task 'listops' sets model.backbone.d_state",
+        "backbone 'transformer' does not take",
+        "(hybrid, mamba)",
+    )
+
+
 def test_show_merges_config_files_in_order_then_set(tmp_path):
     first = write_yaml(tmp_path / "a.yaml", {"task": "listops", "train": {"lr": 0.1, "epochs": 2}})
     second = write_yaml(tmp_path / "b.yaml", {"train": {"lr": 0.2}, "task": {"max_depth": 4}})

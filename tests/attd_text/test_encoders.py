@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attd_core import ConfigError, Encoder, InputSpec
+from attd_core import ConfigError, Encoder, EncoderSpec, InputSpec, hookimpl
 from attd_text.encoders import (
     BYTE_OFFSET,
     BYTE_VOCAB_SIZE,
@@ -93,6 +93,38 @@ def test_build_encoder_caps_max_length_and_reports_bad_options():
 def test_bytes_plugin_spec_builds_the_encoder(manager):
     encoder = manager.create("encoder", "bytes", {"eos": True})
     assert isinstance(encoder, ByteEncoder) and encoder.eos_id == EOS_ID
+
+
+class _Upper(ByteEncoder):
+    """A third-party encoder: the bytes of the upper-cased text."""
+
+    def encode(self, raw):
+        return super().encode(raw.upper())
+
+
+class _UpperPlugin:
+    @hookimpl
+    def attd_register(self, register):
+        register(
+            EncoderSpec(
+                name="upper",
+                summary="upper",
+                factory=f"{__name__}:_Upper",
+                config=ByteEncoderOptions,
+            )
+        )
+
+
+def test_a_plugin_encoder_comes_from_the_manager_that_creates_the_task(manager, tmp_path):
+    with pytest.raises(ConfigError, match="encoder 'upper' is a plugin: create the task"):
+        build_encoder("upper")
+    manager.add_plugin(_UpperPlugin(), name="upper")
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\na,0\n", encoding="utf-8")
+    options = {"data_files": str(data), "encoder": "upper"}
+    task = manager.create("task", "text-classification", options)
+    assert isinstance(task.encoder, _Upper)
+    assert task.encoder.encode("a")[0] == [BYTE_OFFSET + ord("A")]
 
 
 # -- tokenizer ---------------------------------------------------------------------------

@@ -245,14 +245,20 @@ class _RowMeansPlugin:
         )
 
 
-def test_an_encoder_plugin_gets_converted_arrays(manager, monkeypatch):
+def test_an_encoder_plugin_gets_converted_arrays(manager):
     manager.add_plugin(_RowMeansPlugin(), name="row-means")
-    monkeypatch.setattr(attd_core, "get_plugin_manager", lambda: manager)
-    task = task_of(encoder="row-means", image_size=(4, 2), color="rgb", limit_train=3)
+    options = {"encoder": "row-means", "image_size": (4, 2), "color": "rgb", "limit_train": 3}
+    task = manager.create("task", "image-classification", options)
     assert task.options.encoder_options == {}  # a plugin's options are checked when built
     batch = batch_of(task)
     assert batch.inputs.shape == (3, 4, 1) and task.input_spec == InputSpec(channels=1)
     assert task.encoder.seen == [((4, 2, 3), "uint8")] * 3
+
+
+def test_an_encoder_plugin_needs_the_manager_that_creates_the_task():
+    task = task_of(encoder="row-means", image_size=(4, 2))
+    with pytest.raises(ConfigError, match="encoder 'row-means' is a plugin: create the task"):
+        _ = task.encoder
 
 
 def test_a_hub_dataset_is_read_with_its_columns_and_split_names(monkeypatch, cache_dir):

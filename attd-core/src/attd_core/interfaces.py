@@ -161,21 +161,34 @@ class Pooling(Protocol):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a task feeds the model: integer tokens from a vocabulary, or float channels."""
+    """What a task feeds the model: integer tokens from a vocabulary, or float channels.
+
+    `pad_id` reserves a token id for padding: its embedding is a frozen zero vector
+    (`padding_idx`), so no real token may use it. None, the default, reserves none:
+    padding then holds id 0 like any token and only the batch's mask marks it, so a task
+    whose real tokens include 0 cannot lose them by forgetting to choose a pad id.
+    """
 
     vocab_size: int | None = None
     channels: int | None = None
-    pad_id: int = 0
+    pad_id: int | None = None
+
+    @property
+    def fill_id(self) -> int:
+        """The id that padded positions hold: `pad_id`, or 0 when none is reserved."""
+        return 0 if self.pad_id is None else self.pad_id
 
 
 @runtime_checkable
 class Task(Protocol):
     """Knows its data, labels, head and metrics; never the backbone's internals.
 
-    `load_split` returns a Hugging Face `datasets.Dataset` (or any sequence of example
-    dicts); `preprocess` collates a list of those examples into a `Batch`. The model
-    (`attd_core.AttdModel`) runs the forward: embedding, backbone, pooling, then the
-    head from `build_head`. Optional hooks say what the head reads:
+    `splits` names the splits `load_split` serves (the runtime checks `eval.split` and
+    `eval.calibration_split` against them before training); `load_split` returns a
+    Hugging Face `datasets.Dataset` (or any sequence of example dicts) and raises
+    `ConfigError` for any other split. `preprocess` collates a list of examples into a
+    `Batch`. The model (`attd_core.AttdModel`) runs the forward: embedding, backbone,
+    pooling, then the head from `build_head`. Optional hooks say what the head reads:
 
     - `token_level = True`: every position's features `(B, L, D)`, nothing pooled
       (language modelling);
@@ -190,6 +203,7 @@ class Task(Protocol):
 
     input_spec: InputSpec
     num_classes: int
+    splits: tuple[str, ...]
 
     def load_split(self, split: str) -> Any: ...
 

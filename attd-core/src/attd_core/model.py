@@ -26,7 +26,7 @@ from attd_core.interfaces import (
     Pooling,
     Task,
 )
-from attd_core.plugins import PluginManager, get_plugin_manager
+from attd_core.plugins import PluginManager
 from attd_core.pooling import BUILT_IN, DEFAULT
 
 
@@ -35,8 +35,8 @@ def resolve_pooling(
 ) -> tuple[str, Pooling]:
     """`(name, pooling callable)` for a registered name or a callable given directly.
 
-    A name is looked up in `manager` (its `pooling` plugins); without one, attd-core's
-    own poolings resolve directly and any other name through the process-wide manager.
+    A name is looked up in `manager` (its `pooling` plugins); without one, only
+    attd-core's own poolings resolve (a plugin's pooling needs the manager that has it).
     """
     if not isinstance(pooling, str):
         if not callable(pooling):
@@ -46,13 +46,17 @@ def resolve_pooling(
             )
         name = getattr(pooling, "__name__", None) or type(pooling).__name__
         return name, pooling
-    if manager is None and pooling in BUILT_IN:
+    if manager is None:
+        if pooling not in BUILT_IN:
+            raise ConfigError(
+                f"pooling {pooling!r} is not one of attd-core's ({', '.join(BUILT_IN)}): "
+                "pass the plugin manager that registers it"
+            )
         return pooling, BUILT_IN[pooling]
     try:
-        spec = (manager or get_plugin_manager()).get("pooling", pooling)
+        return pooling, manager.create("pooling", pooling)
     except UnknownComponentError as exc:
         raise ConfigError(str(exc)) from None
-    return pooling, spec.create()
 
 
 class AttdModel(nn.Module):

@@ -232,8 +232,12 @@ class PluginManager:
         return registered.spec
 
     def create(self, kind: str, name: str, options: Any = None) -> Any:
-        """Validate `options` and build the component (imports its factory now)."""
-        return self.get(kind, name).create(options)
+        """Validate `options` and build the component (imports its factory now).
+
+        A factory that declares a keyword-only `manager` parameter gets this manager, to
+        build its own sub-components from the same registry.
+        """
+        return self.get(kind, name).create(options, manager=self)
 
     def _check_kind(self, kind: str) -> str:
         if kind not in self._components:
@@ -273,5 +277,9 @@ class PluginManager:
 
 @lru_cache(maxsize=1)
 def get_plugin_manager() -> PluginManager:
-    """The process-wide manager: entry points are read once, on first use."""
+    """The process-wide manager: entry points are read once, on first use.
+
+    For entry points (the CLI, scripts); components never call it: a component that
+    needs the registry receives it from the manager that creates it.
+    """
     return PluginManager()

@@ -9,7 +9,7 @@ config model, so `fixed:x` and `fixed:-1` fail with the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -21,14 +21,16 @@ from attd_core.specs import PluginSpec
 
 @dataclass(frozen=True)
 class ComponentChoice:
-    """A parsed spec string: the component, its validated options, its canonical text."""
+    """A parsed spec string: the component, its validated options, its canonical text,
+    and the manager that resolved it (which builds the component and what it needs)."""
 
     spec: PluginSpec
     options: BaseModel
     canonical: str
+    manager: PluginManager = field(repr=False, compare=False)
 
     def create(self) -> Any:
-        return self.spec.create(self.options)
+        return self.spec.create(self.options, manager=self.manager)
 
 
 def positional_fields(model: type[BaseModel]) -> tuple[str, ...]:
@@ -73,7 +75,7 @@ def parse_component(text: str, kind: str, manager: PluginManager) -> ComponentCh
         options = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"bad {kind} spec {text!r}: {describe_validation_error(exc)}") from None
-    return ComponentChoice(spec, options, canonical_text(spec.name, options))
+    return ComponentChoice(spec, options, canonical_text(spec.name, options), manager)
 
 
 def canonical_text(name: str, options: BaseModel) -> str:

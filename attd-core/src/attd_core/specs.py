@@ -3,17 +3,25 @@
 A spec describes a component without importing it: `factory` is a `"module:attr"`
 string resolved on first use, so listing plugins imports no torch. `config` is the
 pydantic model that validates the component's options (CLI `--set`, YAML, spec strings).
+
+A component that builds other components (a strategy its controller, a task its encoder)
+declares a keyword-only `manager` parameter in its factory and receives the manager
+that creates it: the registry is always passed in, never looked up from inside.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from attd_core.errors import PluginError, describe_validation_error
+
+if TYPE_CHECKING:
+    from attd_core.plugins import PluginManager
 
 _NAME_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
 _FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
@@ -64,11 +72,38 @@ class PluginSpec(BaseModel):
             ) from exc
         return target
 
-    def create(self, options: BaseModel | dict[str, Any] | None = None) -> Any:
-        """Validate `options` against `config` and call the factory with the result."""
+    def create(
+        self,
+        options: BaseModel | dict[str, Any] | None = None,
+        *,
+        manager: PluginManager | None = None,
+    ) -> Any:
+        """Validate `options` against `config` and call the factory with the result.
+
+        A factory that takes a keyword-only `manager` gets `manager` (what
+        `PluginManager.create` passes: itself); creating one without a manager is an error.
+        """
         if not isinstance(options, self.config):
             options = self.config.model_validate(options or {})
-        return self.load()(options)
+        factory = self.load()
+        if not _takes_manager(factory):
+            return factory(options)
+        if manager is None:
+            raise PluginError(
+                f"{self.kind} {self.name!r} builds other components: create it through a "
+                "PluginManager (manager.create), which passes itself to the factory"
+            )
+        return factory(options, manager=manager)
+
+
+def _takes_manager(factory: Any) -> bool:
+    """Whether `factory` declares a keyword-only `manager` parameter (it builds other
+    components, so it needs the registry they come from)."""
+    try:
+        parameter = inspect.signature(factory).parameters.get("manager")
+    except (TypeError, ValueError):  # a callable without a signature takes no manager
+        return False
+    return parameter is not None and parameter.kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def filled_options(
@@ -104,7 +139,10 @@ class TaskSpec(PluginSpec):
     `run_defaults` are dotted run-config overrides (e.g. `{"train.epochs": 2}`) applied
     before user files, so that `attd run --task NAME` works well with no flags.
     `presets` are named sets of such overrides (e.g. `paper`: the published settings),
-    chosen with `--preset NAME` and applied on top of `run_defaults`.
+    chosen with `--preset NAME` and applied on top of `run_defaults`. Their
+    `model.backbone.*` settings (the shape) are for whichever backbone the run uses, the
+    user's choice included; one that backbone does not take is refused, naming the
+    preset, rather than dropped.
     """
 
     kind: ClassVar[str] = "task"

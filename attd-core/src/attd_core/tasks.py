@@ -17,10 +17,12 @@ from attd_core.interfaces import Batch, InputSpec, ModelOutput
 
 
 class ClassificationTask:
-    """Sequence classification; subclasses set `input_spec` and `num_classes`."""
+    """Sequence classification; subclasses set `input_spec` and `num_classes`, and
+    `splits` when theirs are not train, validation and test."""
 
     input_spec: InputSpec
     num_classes: int
+    splits: tuple[str, ...] = ("train", "validation", "test")
 
     def build_head(self, d_model: int) -> nn.Module:
         return nn.Linear(d_model, self.num_classes)
@@ -43,9 +45,9 @@ class ClassificationTask:
     def collate_tokens(
         self, sequences: Sequence[Sequence[int]], labels: Sequence[int] | None = None
     ) -> Batch:
-        """Right-pad token sequences with the pad id; the mask marks real tokens."""
+        """Right-pad token sequences with `input_spec.fill_id`; the mask marks real tokens."""
         length = max((len(seq) for seq in sequences), default=0)
-        inputs = torch.full((len(sequences), max(length, 1)), self.input_spec.pad_id)
+        inputs = torch.full((len(sequences), max(length, 1)), self.input_spec.fill_id)
         for row, seq in enumerate(sequences):
             inputs[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         lengths = torch.tensor([len(seq) for seq in sequences])

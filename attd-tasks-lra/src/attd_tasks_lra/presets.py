@@ -2,7 +2,9 @@
 
 6 layers x 256 with d_state 64, mean pooling over real tokens, AdamW with weight decay
 0.05, 10% linear warm-up then cosine decay. Each task adds its data, learning rate,
-batch size and epochs.
+batch size and epochs. The shape applies to whichever backbone runs: `hybrid` takes all
+of it; the transformer has no `d_state`, so `--preset paper` with it is refused by name
+rather than trained at another size.
 """
 
 from __future__ import annotations

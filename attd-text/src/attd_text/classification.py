@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
+from attd_core import Batch, ClassificationTask, ConfigError, InputSpec, PluginManager
 from attd_text.collate import TextCollator
 from attd_text.data import (
     carve_rows,
@@ -26,12 +26,20 @@ from attd_text.options import SPLITS, TextClassificationOptions
 
 
 class TextClassificationTask(ClassificationTask):
-    """Texts encoded by an encoder plugin (bytes by default), one label per text."""
+    """Texts encoded by an encoder plugin (bytes by default), one label per text.
 
-    def __init__(self, options: TextClassificationOptions) -> None:
+    `manager` (passed by `PluginManager.create`) builds an encoder that is a plugin.
+    """
+
+    def __init__(
+        self, options: TextClassificationOptions, *, manager: PluginManager | None = None
+    ) -> None:
         self.options = options
         self.encoder = build_encoder(
-            options.encoder, options.encoder_options, max_length=options.max_length
+            options.encoder,
+            options.encoder_options,
+            max_length=options.max_length,
+            manager=manager,
         )
         self.input_spec = InputSpec(vocab_size=self.encoder.vocab_size, pad_id=self.encoder.pad_id)
         self.collator = TextCollator(self.encoder.pad_id)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from attd_core import ConfigError, InputSpec, describe_validation_error
+from attd_core import ConfigError, InputSpec, PluginManager, describe_validation_error
 from attd_text.options import (
     BUILT_IN_ENCODERS,
     ByteEncoderOptions,
@@ -196,20 +196,27 @@ ENCODER_CLASSES: dict[str, type] = {"bytes": ByteEncoder, "tokenizer": Tokenizer
 
 
 def build_encoder(
-    name: str, options: dict[str, Any] | None = None, *, max_length: int | None = None
+    name: str,
+    options: dict[str, Any] | None = None,
+    *,
+    max_length: int | None = None,
+    manager: PluginManager | None = None,
 ) -> Any:
     """The encoder `name` with `options`; `max_length` caps a built-in encoder's own.
 
     attd-text's encoders are built directly (so a task works even when plugins are
-    filtered); other names are looked up among the installed `encoder` plugins, and the
-    caller truncates their output.
+    filtered); other names are `encoder` plugins of `manager` (the one that creates the
+    task), and the caller truncates their output.
     """
     options = dict(options or {})
     model = BUILT_IN_ENCODERS.get(name)
     if model is None:
-        from attd_core import get_plugin_manager
-
-        encoder = get_plugin_manager().create("encoder", name, options)
+        if manager is None:
+            raise ConfigError(
+                f"encoder {name!r} is a plugin: create the task through a PluginManager "
+                "(manager.create), so that it can build the encoder"
+            )
+        encoder = manager.create("encoder", name, options)
         missing = [a for a in ("encode", "vocab_size", "pad_id") if not hasattr(encoder, a)]
         if missing:
             raise ConfigError(

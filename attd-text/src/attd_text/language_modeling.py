@@ -72,6 +72,8 @@ class LanguageModelingTask:
     `exp(loss)` its perplexity (`perplexity` itself averages per-batch perplexities).
     """
 
+    splits = SPLITS
+
     def __init__(self, options: LanguageModelingOptions) -> None:
         self.options = options
         self.encoder = ByteEncoder()

@@ -19,7 +19,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
-from attd_core import ConfigError, InputSpec, describe_validation_error
+from attd_core import ConfigError, InputSpec, PluginManager, describe_validation_error
 from attd_vision.images import to_array
 from attd_vision.options import (
     IMAGE_SIZE_KEY,
@@ -44,7 +44,7 @@ class _ImageEncoder:
     def pad_value(self) -> int | float:
         """What the collator pads a shorter sequence with."""
         spec = self.input_spec
-        return spec.pad_id if spec.vocab_size is not None else 0.0
+        return spec.fill_id if spec.vocab_size is not None else 0.0
 
     input_spec: InputSpec
 
@@ -147,15 +147,20 @@ def build_encoder(
     color: str = "grayscale",
     size: int | tuple[int, int] | None = None,
     resample: str = "bilinear",
+    manager: PluginManager | None = None,
 ) -> Any:
     """The encoder `name`: attd-vision's built directly with the task's color and size;
-    other names are looked up among the installed `encoder` plugins (with `options`
-    only) and then get `(height, width, channels)` uint8 arrays, already converted."""
+    other names are `encoder` plugins of `manager` (the one that creates the task; built
+    with `options` only), which then get `(height, width, channels)` uint8 arrays,
+    already converted."""
     options = dict(options or {})
     if name not in ENCODER_CLASSES:
-        from attd_core import get_plugin_manager
-
-        encoder = get_plugin_manager().create("encoder", name, options)
+        if manager is None:
+            raise ConfigError(
+                f"encoder {name!r} is a plugin: create the task through a PluginManager "
+                "(manager.create), so that it can build the encoder"
+            )
+        encoder = manager.create("encoder", name, options)
         missing = [attr for attr in ("encode", "input_spec") if not hasattr(encoder, attr)]
         if missing:
             raise ConfigError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
+from attd_core import Batch, ClassificationTask, ConfigError, InputSpec, PluginManager
 from attd_vision.collate import collate_encoded
 from attd_vision.data import SPLITS, LoadedImages, load_images, source_kind
 from attd_vision.encoders import ENCODER_CLASSES, build_encoder
@@ -18,10 +18,17 @@ class ImageClassificationTask(ClassificationTask):
 
     Data load on first use (`load_split`, `num_classes`, or `input_spec` when it depends
     on the data's color), so building the task is cheap and a bad dataset fails there.
+    `manager` (passed by `PluginManager.create`) builds an encoder that is a plugin.
     """
 
-    def __init__(self, options: ImageClassificationOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: ImageClassificationOptions | None = None,
+        *,
+        manager: PluginManager | None = None,
+    ) -> None:
         self.options = options or ImageClassificationOptions()
+        self._manager = manager
         self._loaded: LoadedImages | None = None
         self._encoder: Any = None
         self._color: str | None = None
@@ -80,6 +87,7 @@ class ImageClassificationTask(ClassificationTask):
                 color=self.color,
                 size=options.image_size,
                 resample=options.resample,
+                manager=self._manager,
             )
         return self._encoder
 
@@ -136,5 +144,5 @@ class ImageClassificationTask(ClassificationTask):
         encoded = [encoder.encode(image) for image in images]
         labels = [int(row[label_column]) for row in raw_batch]
         spec = encoder.input_spec
-        pad_value = spec.pad_id if spec.vocab_size is not None else 0.0
+        pad_value = spec.fill_id if spec.vocab_size is not None else 0.0
         return collate_encoded(encoded, labels, pad_value=pad_value)

@@ -65,7 +65,7 @@ def test_preprocess_collates_a_padded_batch(manager):
 
 
 def test_unknown_split_and_option_are_rejected(manager):
-    with pytest.raises(ValueError, match="unknown split 'dev'"):
+    with pytest.raises(attd_core.ConfigError, match="unknown split 'dev'"):
         manager.create("task", "majority", SMALL).load_split("dev")
     with pytest.raises(ValueError, match="seq_length"):
         manager.create("task", "majority", {"seq_length": 5})

@@ -2,8 +2,10 @@
 
 Precedence, lowest first: built-in defaults, the task's `run_defaults`, the task's
 preset chosen with `--preset` (if any), YAML files in the order given, `--set
-key.path=value` overrides, explicit CLI flags. Every error is a `ConfigError` that
-names the key path (or file), the bad value and what is allowed.
+key.path=value` overrides, explicit CLI flags. The task's `model.backbone` settings
+(a preset's 6 x 256, say) are for whichever backbone the config names, even one chosen
+later; one that backbone does not take is an error, never dropped. Every error is a
+`ConfigError` that names the key path (or file), the bad value and what is allowed.
 This module imports no torch: the CLI resolves (and rejects) a config before loading it.
 """
 
@@ -196,10 +198,19 @@ def resolve_run_config(
     user_layers = [_normalise_components(layer) for layer in user_layers]
 
     task_spec = manager.get("task", _task_name(user_layers, manager))
-    task_layers = [task_spec.run_defaults, task_preset(task_spec, preset)]
+    task_layers = {
+        f"the run_defaults of task {task_spec.name!r}": task_spec.run_defaults,
+        f"preset {preset!r} of task {task_spec.name!r}": task_preset(task_spec, preset),
+    }
     merged: dict[str, Any] = _default_layer()
-    for layer in [*(_normalise_components(nest_dotted(t)) for t in task_layers), *user_layers]:
+    backbone_settings: dict[str, tuple[Any, str]] = {}
+    for source, flat in task_layers.items():
+        layer, settings = _split_backbone_settings(_normalise_components(nest_dotted(flat)))
         merged = merge_layers(merged, layer)
+        backbone_settings.update({key: (value, source) for key, value in settings.items()})
+    for layer in user_layers:
+        merged = merge_layers(merged, layer)
+    _apply_backbone_settings(merged, backbone_settings, manager)
 
     try:
         config = RunConfig.model_validate(merged)
@@ -388,6 +399,51 @@ def _normalise_components(layer: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _split_backbone_settings(layer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`(layer without its model.backbone options, those options)`; a backbone name stays.
+
+    A task's settings of the backbone's shape are for whichever backbone runs, so they
+    are set aside here and applied once the user's layers have chosen it.
+    """
+    model = layer.get("model")
+    backbone = model.get("backbone") if isinstance(model, dict) else None
+    if not isinstance(backbone, dict):
+        return layer, {}
+    settings = {key: value for key, value in backbone.items() if key != "name"}
+    kept = {key: value for key, value in backbone.items() if key == "name"}
+    return {**layer, "model": {**model, "backbone": kept}}, settings
+
+
+def _apply_backbone_settings(
+    merged: dict[str, Any], settings: Mapping[str, tuple[Any, str]], manager: PluginManager
+) -> None:
+    """Give the chosen backbone the task's settings the user did not set, in place.
+
+    A setting the chosen backbone does not take is an error naming where it came from
+    (the task's preset or run_defaults) and the backbone, never silently dropped.
+    """
+    model = merged.get("model")
+    backbone = model.get("backbone") if isinstance(model, dict) else None
+    if not settings or not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str):
+        return  # validation reports a malformed backbone
+    name = backbone["name"]
+    accepted = manager.get("backbone", name).config.model_fields
+    for key, (value, source) in settings.items():
+        if key in backbone:
+            continue  # the user's own value wins
+        if key not in accepted:
+            takers = [
+                other
+                for other in manager.names("backbone")
+                if key in manager.get("backbone", other).config.model_fields
+            ]
+            raise ConfigError(
+                f"{source} sets model.backbone.{key}, which backbone {name!r} does not take: "
+                f"choose a backbone that has it ({', '.join(takers) or 'none installed'})"
+            )
+        backbone[key] = copy.deepcopy(value)
+
+
 def task_preset(spec: TaskSpec, preset: str | None) -> dict[str, Any]:
     """The dotted overrides of the task's preset `preset` (none: no overrides)."""
     if preset is None:
@@ -425,7 +481,7 @@ def _resolve_component(
     except ValidationError as exc:
         detail = explain_validation_error(exc, spec.config, prefix=path)
         raise ConfigError(f"invalid options for {kind} {spec.name!r}: {detail}") from None
-    return ComponentChoice(spec, options, canonical_text(spec.name, options))
+    return ComponentChoice(spec, options, canonical_text(spec.name, options), manager)
 
 
 def _check_pooling(manager: PluginManager, name: str) -> None:

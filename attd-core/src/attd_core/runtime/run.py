@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 from torch.utils.data import Subset
 
-from attd_core.errors import ConfigError
+from attd_core.errors import ConfigError, PluginError
 from attd_core.interfaces import InnerObjective, Shift, Task, TTAStrategy
 from attd_core.model import AttdModel, BoundModel
 from attd_core.plugins import PluginManager
@@ -241,7 +241,8 @@ def _training_text(resolved: ResolvedConfig) -> str | None:
 def build_components(
     resolved: ResolvedConfig, manager: PluginManager, device: torch.device
 ) -> Components:
-    """Create every component now, so a failing factory stops the run before it starts."""
+    """Create every component and check the evaluation splits now, so a failing factory
+    or a split the task lacks stops the run before it trains."""
     config = resolved.config
     task = manager.create("task", config.task.name, resolved.task.options)
     backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
@@ -255,7 +256,38 @@ def build_components(
         canonical = resolved.training_strategy.canonical
         training = strategies.get(canonical) or resolved.training_strategy.create()
         _check_trainable(training, config)
-    return Components(task, model, bound, objective, strategies, training)
+    parts = Components(task, model, bound, objective, strategies, training)
+    _check_splits(parts, config)
+    return parts
+
+
+def _check_splits(parts: Components, config: RunConfig) -> None:
+    """Refuse an evaluation split the task does not declare, before anything trains.
+
+    `eval.calibration_split` is checked when a strategy will calibrate on it: one that
+    needs calibration, other than the one the controller regime trains (and fits).
+    """
+    declared = getattr(parts.task, "splits", None)
+    if declared is None:
+        raise PluginError(
+            f"task {config.task.name!r} declares no splits: a Task names the splits its "
+            "load_split serves in `splits` (attd_core.ClassificationTask has train, "
+            "validation and test)"
+        )
+    wanted = {"eval.split": config.eval.split}
+    fitted_by_training = parts.training if config.train.regime == "controller" else None
+    if any(
+        getattr(strategy, "needs_calibration", False)
+        for strategy in parts.strategies.values()
+        if strategy is not fitted_by_training
+    ):
+        wanted["eval.calibration_split"] = config.eval.calibration_split
+    for key, split in wanted.items():
+        if split not in declared:
+            raise ConfigError(
+                f"{key}: task {config.task.name!r} has no split {split!r}; "
+                f"splits: {', '.join(declared)}"
+            )
 
 
 def _check_trainable(strategy: TTAStrategy, config: RunConfig) -> None:

@@ -1,10 +1,11 @@
 """Test helpers for attd plugins: a pytest plugin, conformance suites and tiny factories.
 
-attd-core registers this module as a pytest plugin (entry point `attd` in the `pytest11`
-group), so any project with attd-core installed gets the fixture below; `-p no:attd`
-switches it off, and a project that switched it off can name `attd_core.testing` in its
-`pytest_plugins` instead. Importing this module imports no torch: the suites import it
-inside their tests, and the factories load on first use.
+It needs pytest, which attd-core does not install: a plugin declares it in its `test`
+extra. attd-core registers this module as a pytest plugin (entry point `attd` in the
+`pytest11` group), so any project with attd-core and pytest installed gets the fixture
+below; `-p no:attd` switches it off, and a project that switched it off can name
+`attd_core.testing` in its `pytest_plugins` instead. Importing this module imports no
+torch: the suites import it inside their tests, and the factories load on first use.
 
 Fixture:
 
@@ -57,7 +58,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import pytest
+try:
+    import pytest
+except ImportError:  # attd-core does not depend on pytest; only its tests' users need it
+    raise ImportError(
+        "attd_core.testing needs pytest, which attd-core does not install: "
+        "pip install pytest (declare it in your plugin's test extra)"
+    ) from None
 
 from attd_core.plugins import PluginManager
 

@@ -45,16 +45,15 @@ class TinyTask(ClassificationTask):
     name, so splits differ and repeat exactly.
     """
 
-    input_spec = InputSpec(vocab_size=12)
+    input_spec = InputSpec(vocab_size=12, pad_id=0)
     num_classes = 3
-    SPLITS = ("train", "validation", "test")
 
     def __init__(self, lengths: tuple[int, ...] = (9, 5, 14, 7)) -> None:
         self.lengths = tuple(lengths)
 
     def load_split(self, split: str) -> list[dict[str, Any]]:
-        if split not in self.SPLITS:
-            raise ConfigError(f"TinyTask has no split {split!r}; splits: {', '.join(self.SPLITS)}")
+        if split not in self.splits:
+            raise ConfigError(f"TinyTask has no split {split!r}; splits: {', '.join(self.splits)}")
         generator = torch.Generator().manual_seed(len(split))
         vocab = self.input_spec.vocab_size
         return [
@@ -93,6 +92,8 @@ class ParityTask(ClassificationTask):
         self.options = options
 
     def load_split(self, split: str) -> list[dict[str, Any]]:
+        if split not in self.splits:
+            raise ConfigError(f"parity has no split {split!r}; splits: {', '.join(self.splits)}")
         rng = random.Random(split)
         rows = [[rng.randint(1, 2) for _ in range(6)] for _ in range(32)]
         return [{"tokens": row, "label": sum(row) % 2} for row in rows]

@@ -183,6 +183,7 @@ class TaskConformance:
             for name in (
                 "input_spec",
                 "num_classes",
+                "splits",
                 "load_split",
                 "preprocess",
                 "build_head",
@@ -214,11 +215,56 @@ class TaskConformance:
             "Task.input_spec must set exactly one of vocab_size (integer tokens) and "
             f"channels (float features); got {spec}"
         )
-        if spec.vocab_size is not None:
+        if spec.vocab_size is not None and spec.pad_id is not None:
             assert 0 <= spec.pad_id < spec.vocab_size, (
                 f"input_spec.pad_id ({spec.pad_id}) must be a token id below vocab_size "
                 f"({spec.vocab_size}): the embedding keeps it at zero"
             )
+
+    def test_real_tokens_never_use_the_pad_id(self, attd_task: Task) -> None:
+        spec = attd_task.input_spec
+        if spec.vocab_size is None or spec.pad_id is None:
+            pytest.skip("the task reserves no pad id")
+        for split in self.splits:
+            batch = _factories().task_batch(attd_task, split, self.sample_size)
+            real = batch.inputs if batch.mask is None else batch.inputs[batch.mask]
+            used = int((real == spec.pad_id).sum())
+            assert used == 0, (
+                f"{used} real tokens (mask True) of split {split!r} have the pad id "
+                f"{spec.pad_id}, whose embedding is a frozen zero vector: the model can "
+                "neither learn them nor tell them from padding; reserve another id as "
+                "input_spec.pad_id, or set pad_id=None to reserve none"
+            )
+
+    def test_declares_the_splits_it_serves(self, attd_task: Task) -> None:
+        declared = attd_task.splits
+        assert (
+            isinstance(declared, tuple)
+            and declared
+            and all(isinstance(split, str) for split in declared)
+        ), f"Task.splits must be a non-empty tuple of split names; got {declared!r}"
+        undeclared = [split for split in self.splits if split not in declared]
+        assert not undeclared, (
+            f"the suite loads {', '.join(undeclared)}, which Task.splits {declared} does not "
+            "name: declare every split load_split serves (the runtime checks eval.split "
+            "against them)"
+        )
+
+    def test_an_undeclared_split_is_a_config_error(self, attd_task: Task) -> None:
+        from attd_core.errors import ConfigError
+
+        split = "no-such-split"
+        try:
+            attd_task.load_split(split)
+        except ConfigError:
+            return
+        except Exception as exc:
+            pytest.fail(
+                f"load_split({split!r}) must raise attd_core.ConfigError for a split not in "
+                f"Task.splits (the CLI shows it as one error line); got {type(exc).__name__}: "
+                f"{exc}"
+            )
+        pytest.fail(f"load_split({split!r}) returned data for a split not in Task.splits")
 
     def test_splits_load_and_are_not_empty(self, attd_task: Task) -> None:
         for split in self.splits:
@@ -505,7 +551,7 @@ def _pad_right(batch: Batch, extra: int, spec: InputSpec) -> Batch:
 
     inputs = batch.inputs
     if inputs.dim() == 2:
-        pad = torch.full((inputs.shape[0], extra), spec.pad_id, dtype=inputs.dtype)
+        pad = torch.full((inputs.shape[0], extra), spec.fill_id, dtype=inputs.dtype)
     else:
         pad = torch.zeros((inputs.shape[0], extra, *inputs.shape[2:]), dtype=inputs.dtype)
     mask = torch.zeros((inputs.shape[0], extra), dtype=torch.bool, device=batch.mask.device)

@@ -1,7 +1,8 @@
 """TTA strategies: how many inner steps each sample gets, on top of the batched engine.
 
-`none` and `fixed:k` need nothing else; `adaptive` and `gate` ask a controller plugin,
-fed with each sample's inner loss before adaptation; `oracle` picks each sample's best
+`none` and `fixed:k` need nothing else; `adaptive` and `gate` ask a controller plugin
+(built by the plugin manager that creates the strategy), fed with each sample's inner
+loss before adaptation; `oracle` picks each sample's best
 step count with labels (evaluation only). Strategies with learned parts (controller
 thresholds, the damping gate) are modules, so the controller regime trains them and
 checkpoints save them.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +34,10 @@ from attd_core.options import (
     NoneOptions,
     OracleOptions,
 )
-from attd_core.plugins import get_plugin_manager
 from attd_core.tta.engine import StepPlan, adapt_batch
+
+if TYPE_CHECKING:
+    from attd_core.plugins import PluginManager
 
 
 class NoAdaptation:
@@ -147,28 +151,30 @@ class FixedSteps(InnerLoopStrategy):
         return self.run_engine(model, batch, objective, steps)
 
 
-def create_controller(options: AdaptiveOptions) -> Controller:
-    """The controller plugin named in `options`, given the strategy's k_max, target, tau."""
-    spec = get_plugin_manager().get("controller", options.controller)
+def create_controller(options: AdaptiveOptions, manager: PluginManager) -> Controller:
+    """The controller plugin named in `options`, from `manager`, given the strategy's
+    k_max, target and tau."""
+    spec = manager.get("controller", options.controller)
     offered = {"k_max": options.k_max, "target_k": options.target_k, "tau": options.tau}
     accepted = {
         key: value
         for key, value in offered.items()
         if key in spec.config.model_fields and value is not None
     }
-    return spec.create(accepted)
+    return manager.create("controller", options.controller, accepted)
 
 
 class AdaptiveSteps(InnerLoopStrategy):
     """Steps per sample from a controller (`adaptive:k_max,controller=...`, and `gate`).
 
     An untrained controller that needs fitting is calibrated by the evaluator on a
-    calibration split before the first batch (`calibrate`).
+    calibration split before the first batch (`calibrate`). The controller comes from
+    `manager`, which `PluginManager.create` passes.
     """
 
-    def __init__(self, options: AdaptiveOptions) -> None:
+    def __init__(self, options: AdaptiveOptions, *, manager: PluginManager) -> None:
         super().__init__(options)
-        self.controller = create_controller(options)
+        self.controller = create_controller(options, manager)
 
     @property
     def needs_calibration(self) -> bool:

@@ -8,6 +8,7 @@ seeded 5,000-image validation split carved from the 50,000 training images.
 
 from __future__ import annotations
 
+from attd_core import PluginManager
 from attd_tasks_lra.natural.options import LraImageOptions
 from attd_vision import ImageClassificationTask
 
@@ -15,5 +16,7 @@ from attd_vision import ImageClassificationTask
 class LraImageTask(ImageClassificationTask):
     """CIFAR-10 (or a local image folder) as LRA's Image task."""
 
-    def __init__(self, options: LraImageOptions | None = None) -> None:
-        super().__init__(options or LraImageOptions())
+    def __init__(
+        self, options: LraImageOptions | None = None, *, manager: PluginManager | None = None
+    ) -> None:
+        super().__init__(options or LraImageOptions(), manager=manager)

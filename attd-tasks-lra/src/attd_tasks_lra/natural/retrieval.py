@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
+from attd_core import Batch, ClassificationTask, ConfigError, InputSpec, PluginManager
 from attd_tasks_lra.natural.options import AAN_FILES, LraRetrievalOptions
 from attd_text import TextCollator, build_encoder
 
@@ -51,10 +51,15 @@ class LraRetrievalTask(ClassificationTask):
 
     num_classes = 2
 
-    def __init__(self, options: LraRetrievalOptions | None = None) -> None:
+    def __init__(
+        self, options: LraRetrievalOptions | None = None, *, manager: PluginManager | None = None
+    ) -> None:
         self.options = options = options or LraRetrievalOptions()
         self.encoder = build_encoder(
-            options.encoder, options.encoder_options, max_length=options.max_length
+            options.encoder,
+            options.encoder_options,
+            max_length=options.max_length,
+            manager=manager,
         )
         self.input_spec = InputSpec(vocab_size=self.encoder.vocab_size, pad_id=self.encoder.pad_id)
         self.collator = TextCollator(self.encoder.pad_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attd_core import ConfigError
+from attd_core import ConfigError, PluginManager
 from attd_tasks_lra.natural.options import LraTextOptions
 from attd_text import TextClassificationTask
 
@@ -21,13 +21,15 @@ class LraTextTask(TextClassificationTask):
     evaluate IMDB; `source` uses the data's own validation split or carves one from train.
     """
 
-    def __init__(self, options: LraTextOptions | None = None) -> None:
+    def __init__(
+        self, options: LraTextOptions | None = None, *, manager: PluginManager | None = None
+    ) -> None:
         options = options or LraTextOptions()
         self.lra_options = options
         if options.validation_split == "test":
             test = options.splits.get("test", "test")
             options = options.model_copy(update={"splits": {**options.splits, "validation": test}})
-        super().__init__(options)
+        super().__init__(options, manager=manager)
 
     def _loaded(self) -> dict[str, Any]:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from attd_core import Batch, ClassificationTask, InputSpec
+from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
 
 from attd_plugin_example.options import MajorityOptions
 
@@ -27,7 +27,7 @@ class MajorityTask(ClassificationTask):
 
     def __init__(self, options: MajorityOptions) -> None:
         self.options = options
-        self.input_spec = InputSpec(vocab_size=options.vocab_size)
+        self.input_spec = InputSpec(vocab_size=options.vocab_size, pad_id=0)
 
     def load_split(self, split: str) -> list[dict[str, Any]]:
         sizes = {
@@ -36,7 +36,7 @@ class MajorityTask(ClassificationTask):
             "test": self.options.num_test,
         }
         if split not in sizes:
-            raise ValueError(f"unknown split {split!r}; splits: {', '.join(sizes)}")
+            raise ConfigError(f"unknown split {split!r}; splits: {', '.join(sizes)}")
         rng = random.Random(f"{self.options.seed}:{split}")
         return [self._example(rng) for _ in range(sizes[split])]
 
