@@ -5,8 +5,11 @@
 Each command runs once to warm the page cache, then `--runs` times as a subprocess;
 the report gives median, min and max wall time and the ratio of each median to two
 baselines measured in the same process: `python -c pass` (interpreter start-up) and
-`python -c "import torch"` (what the CLI must not pay to list plugins). Exits 1 when
-the median of either form of `attd list-plugins` exceeds `--budget` seconds.
+`python -c "import torch"` (what the CLI must not pay to list plugins). It also lists
+the five slowest imports of one more `python -m attd_cli list-plugins`, run under
+`-X importtime`, by cumulative time (an import's own time plus that of the imports it
+triggered), to show where the time goes. Exits 1 when the median of either form of
+`attd list-plugins` exceeds `--budget` seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ COMMANDS = {
 }
 BASELINE, TORCH = "python -c pass", "python -c 'import torch'"
 BUDGETED = ("attd list-plugins", "python -m attd_cli list-plugins")
+IMPORTTIME = [PYTHON, "-X", "importtime", "-m", "attd_cli", "list-plugins"]
+SLOWEST = 5
 
 
 def wall_times(command: list[str], runs: int) -> list[float]:
@@ -61,6 +66,32 @@ def measure(runs: int) -> dict[str, dict[str, float]]:
     return results
 
 
+def slowest_imports(count: int = SLOWEST) -> list[dict[str, object]]:
+    """The `count` imports of one `python -m attd_cli list-plugins` with the largest
+    cumulative time, from `-X importtime` (its lines: `import time: SELF | CUMULATIVE |
+    MODULE`, in microseconds). Nested imports count in their importers too, so the list
+    can be a chain (`attd_cli.app`, then `attd_core`, ...): the self time says which
+    link spends it."""
+    run = subprocess.run(
+        IMPORTTIME, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    imports = []
+    for line in run.stderr.splitlines():
+        if not line.startswith("import time:"):  # a warning the command printed
+            continue
+        self_us, cumulative_us, module = line.removeprefix("import time:").split("|")
+        if not self_us.strip().isdigit():  # the header line
+            continue
+        imports.append(
+            {
+                "module": module.strip(),
+                "cumulative_s": int(cumulative_us) / 1e6,
+                "self_s": int(self_us) / 1e6,
+            }
+        )
+    return sorted(imports, key=lambda item: item["cumulative_s"], reverse=True)[:count]
+
+
 def machine() -> dict[str, object]:
     return {
         "python": platform.python_version(),
@@ -86,6 +117,20 @@ def table(results: dict[str, dict[str, float]], runs: int, budget: float) -> Tab
     return view
 
 
+def imports_table(imports: list[dict[str, object]]) -> Table:
+    view = Table(title="Slowest imports of `python -X importtime -m attd_cli list-plugins`")
+    view.add_column("module", no_wrap=True)
+    view.add_column("cumulative ms", justify="right")
+    view.add_column("self ms", justify="right")
+    for item in imports:
+        view.add_row(
+            str(item["module"]),
+            f"{float(item['cumulative_s']) * 1e3:.1f}",
+            f"{float(item['self_s']) * 1e3:.1f}",
+        )
+    return view
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command")
@@ -95,13 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(ATTD).exists():
         parser.error(f"{ATTD} not found: install attd-cli into this Python's environment")
     results = measure(args.runs)
+    imports = slowest_imports()
     over = [name for name in BUDGETED if results[name]["median_s"] > args.budget]
     if args.json:
         report = {"machine": machine(), "runs": args.runs, "budget_s": args.budget}
-        print(json.dumps(report | {"results": results, "over_budget": over}, indent=2))
+        report |= {"results": results, "slowest_imports": imports, "over_budget": over}
+        print(json.dumps(report, indent=2))
     else:
         console = Console()
         console.print(table(results, args.runs, args.budget))
+        console.print(imports_table(imports))
         info = machine()
         console.print(
             f"Python {info['python']} on {info['platform']} ({info['processor']}), "

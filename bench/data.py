@@ -36,7 +36,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from attd_tasks_lra.pathfinder.generator import PathfinderGeneratorConfig, generate
+from attd_tasks_lra.pathfinder.config import PathfinderGeneratorConfig
+from attd_tasks_lra.pathfinder.generator import generate
 
 TARGET = 500.0
 """Images per second required at 32x32, contour length 14."""

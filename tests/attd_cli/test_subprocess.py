@@ -9,7 +9,8 @@ import sys
 import attd_cli
 import attd_core
 
-# Runs the CLI as `python -m attd_cli` would, then reports which heavy modules it imported.
+# Runs the CLI as `python -m attd_cli` would, then reports which heavy packages it imported
+# (any of their modules): what listing plugins or rejecting a bad flag must not pay for.
 PROBE = """
 import runpy, sys
 sys.argv = ["attd", *sys.argv[1:]]
@@ -17,7 +18,8 @@ try:
     runpy.run_module("attd_cli", run_name="__main__", alter_sys=True)
 except SystemExit as exit:
     code = exit.code
-sys.stderr.write("\\nHEAVY=" + ",".join(m for m in ("torch", "datasets") if m in sys.modules))
+heavy = {"torch", "numpy", "datasets", "scipy"} & {name.split(".")[0] for name in sys.modules}
+sys.stderr.write("\\nHEAVY=" + ",".join(sorted(heavy)))
 sys.exit(code)
 """
 
@@ -37,11 +39,18 @@ def test_python_dash_m_prints_the_versions():
     )
 
 
-def test_list_plugins_imports_neither_torch_nor_datasets():
+def test_list_plugins_json_imports_no_torch_numpy_datasets_or_scipy():
     result = attd("list-plugins", "--json", probe=True)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {"none", "fixed", "mamba"} <= {row["name"] for row in rows}
+    assert {"none", "fixed", "mamba", "pathfinder", "listops"} <= {row["name"] for row in rows}
+    assert result.stderr.rsplit("HEAVY=", 1)[1] == ""
+
+
+def test_the_list_plugins_table_imports_no_torch_numpy_datasets_or_scipy():
+    result = attd("list-plugins", probe=True)
+    assert result.returncode == 0, result.stderr
+    assert "pathfinder" in result.stdout
     assert result.stderr.rsplit("HEAVY=", 1)[1] == ""
 
 

@@ -18,12 +18,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from attd_tasks_lra.pathfinder import generator
-from attd_tasks_lra.pathfinder.generator import (
-    PathfinderGeneratorConfig,
-    generate,
-    iter_chunks,
-    render,
-)
+from attd_tasks_lra.pathfinder.config import PathfinderGeneratorConfig
+from attd_tasks_lra.pathfinder.generator import generate, iter_chunks, render
 from attd_tasks_lra.pathfinder.official import load_png, read_official_index
 from attd_tasks_lra.pathfinder.options import DIFFICULTY_FOLDERS
 

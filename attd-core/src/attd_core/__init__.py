@@ -2,7 +2,9 @@
 
 This module is the public API for plugin authors: import from here only. Contracts,
 specs and the plugin manager load eagerly and import no torch; the torch-backed
-components load on first attribute access, so plugin discovery stays fast.
+components load on first attribute access (`lazy_exports`, which plugin packages may
+use too), so plugin discovery stays fast. Type checkers and editors see those names
+through the `TYPE_CHECKING` imports below.
 
 The one submodule meant for plugins is `attd_core.testing`, for their tests: a pytest
 plugin (the `attd_pm` fixture), conformance suites per component kind and tiny factories.
@@ -10,8 +12,7 @@ plugin (the `attd_pm` fixture), conformance suites per component kind and tiny f
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from attd_core.errors import (
     AttdError,
@@ -41,6 +42,7 @@ from attd_core.interfaces import (
     Task,
     TTAStrategy,
 )
+from attd_core.lazy import lazy_exports
 from attd_core.options import InnerLoopOptions
 from attd_core.plugins import PluginManager, PluginRow, get_plugin_manager
 from attd_core.spec_strings import ComponentChoice, parse_component
@@ -61,75 +63,129 @@ from attd_core.specs import (
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "MambaBackbone": "attd_core.backbones.mamba",
-    "TransformerBackbone": "attd_core.backbones.transformer",
-    "HybridBackbone": "attd_core.backbones.hybrid",
-    "load_pretrained_mamba": "attd_core.backbones.pretrained",
-    "PretrainedMamba": "attd_core.backbones.pretrained",
-    "selective_scan": "attd_core.backbones.scan",
-    "available_backends": "attd_core.backbones.scan",
-    "DeltaSSMAdapter": "attd_core.adapters.delta_ssm",
-    "LoRAAdapter": "attd_core.adapters.lora",
-    "StateOffsetAdapter": "attd_core.adapters.state_offset",
-    "NormAffineAdapter": "attd_core.adapters.norm_affine",
-    "CombinedAdapter": "attd_core.adapters.combined",
-    "Entropy": "attd_core.tta.objectives",
-    "EntropyKL": "attd_core.tta.objectives",
-    "NextToken": "attd_core.tta.objectives",
-    "MaskedReconstruction": "attd_core.tta.objectives",
-    "NextStep": "attd_core.tta.objectives",
-    "Consistency": "attd_core.tta.objectives",
-    "FixedController": "attd_core.tta.controllers",
-    "ThresholdController": "attd_core.tta.controllers",
-    "GateController": "attd_core.tta.controllers",
-    "HaltingController": "attd_core.tta.controllers",
-    "QuantileController": "attd_core.tta.controllers",
-    "IsotonicController": "attd_core.tta.controllers",
-    "adapt_batch": "attd_core.tta.engine",
-    "select_keys": "attd_core.tta.selector",
-    "NoAdaptation": "attd_core.tta.strategies",
-    "InnerLoopStrategy": "attd_core.tta.strategies",
-    "FixedSteps": "attd_core.tta.strategies",
-    "AdaptiveSteps": "attd_core.tta.strategies",
-    "OracleSteps": "attd_core.tta.strategies",
-    "masked_mean": "attd_core.pooling",
-    "AttdModel": "attd_core.model",
-    "BoundModel": "attd_core.model",
-    "ClassificationTask": "attd_core.tasks",
-    "RunConfig": "attd_core.runtime.config",
-    "ComponentConfig": "attd_core.runtime.config",
-    "ModelConfig": "attd_core.runtime.config",
-    "TrainConfig": "attd_core.runtime.config",
-    "EvalConfig": "attd_core.runtime.config",
-    "RuntimeConfig": "attd_core.runtime.config",
-    "ResolvedConfig": "attd_core.runtime.config",
-    "load_yaml_file": "attd_core.runtime.config",
-    "RUN_MARKERS": "attd_core.runtime.run",
-    "resolve_run_config": "attd_core.runtime.config",
-    "run_experiment": "attd_core.runtime.run",
-    "load_run": "attd_core.runtime.finished_run",
-    "resume_config": "attd_core.runtime.stopped_run",
-    "evaluate_strategies": "attd_core.runtime.run",
-    "EvalResult": "attd_core.runtime.evaluator",
-    "RunSummary": "attd_core.runtime.summary",
-    "EvalSummary": "attd_core.runtime.summary",
-    "TrainSummary": "attd_core.runtime.summary",
-    "PhaseSummary": "attd_core.runtime.summary",
-    "MetricsWriter": "attd_core.runtime.metrics",
-    "atomic_write_text": "attd_core.runtime.files",
-    "fsync_file": "attd_core.runtime.files",
-    "progress_bar": "attd_core.runtime.progress",
-}
+if TYPE_CHECKING:
+    from attd_core.adapters.combined import CombinedAdapter as CombinedAdapter
+    from attd_core.adapters.delta_ssm import DeltaSSMAdapter as DeltaSSMAdapter
+    from attd_core.adapters.lora import LoRAAdapter as LoRAAdapter
+    from attd_core.adapters.norm_affine import NormAffineAdapter as NormAffineAdapter
+    from attd_core.adapters.state_offset import StateOffsetAdapter as StateOffsetAdapter
+    from attd_core.backbones.hybrid import HybridBackbone as HybridBackbone
+    from attd_core.backbones.mamba import MambaBackbone as MambaBackbone
+    from attd_core.backbones.pretrained import PretrainedMamba as PretrainedMamba
+    from attd_core.backbones.pretrained import load_pretrained_mamba as load_pretrained_mamba
+    from attd_core.backbones.scan import available_backends as available_backends
+    from attd_core.backbones.scan import selective_scan as selective_scan
+    from attd_core.backbones.transformer import TransformerBackbone as TransformerBackbone
+    from attd_core.model import AttdModel as AttdModel
+    from attd_core.model import BoundModel as BoundModel
+    from attd_core.pooling import masked_mean as masked_mean
+    from attd_core.runtime.config import ComponentConfig as ComponentConfig
+    from attd_core.runtime.config import EvalConfig as EvalConfig
+    from attd_core.runtime.config import ModelConfig as ModelConfig
+    from attd_core.runtime.config import ResolvedConfig as ResolvedConfig
+    from attd_core.runtime.config import RunConfig as RunConfig
+    from attd_core.runtime.config import RuntimeConfig as RuntimeConfig
+    from attd_core.runtime.config import TrainConfig as TrainConfig
+    from attd_core.runtime.config import load_yaml_file as load_yaml_file
+    from attd_core.runtime.config import resolve_run_config as resolve_run_config
+    from attd_core.runtime.evaluator import EvalResult as EvalResult
+    from attd_core.runtime.files import atomic_write_text as atomic_write_text
+    from attd_core.runtime.files import fsync_file as fsync_file
+    from attd_core.runtime.finished_run import load_run as load_run
+    from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
+    from attd_core.runtime.progress import progress_bar as progress_bar
+    from attd_core.runtime.run import RUN_MARKERS as RUN_MARKERS
+    from attd_core.runtime.run import evaluate_strategies as evaluate_strategies
+    from attd_core.runtime.run import run_experiment as run_experiment
+    from attd_core.runtime.stopped_run import resume_config as resume_config
+    from attd_core.runtime.summary import EvalSummary as EvalSummary
+    from attd_core.runtime.summary import PhaseSummary as PhaseSummary
+    from attd_core.runtime.summary import RunSummary as RunSummary
+    from attd_core.runtime.summary import TrainSummary as TrainSummary
+    from attd_core.tasks import ClassificationTask as ClassificationTask
+    from attd_core.tta.controllers import FixedController as FixedController
+    from attd_core.tta.controllers import GateController as GateController
+    from attd_core.tta.controllers import HaltingController as HaltingController
+    from attd_core.tta.controllers import IsotonicController as IsotonicController
+    from attd_core.tta.controllers import QuantileController as QuantileController
+    from attd_core.tta.controllers import ThresholdController as ThresholdController
+    from attd_core.tta.engine import adapt_batch as adapt_batch
+    from attd_core.tta.objectives import Consistency as Consistency
+    from attd_core.tta.objectives import Entropy as Entropy
+    from attd_core.tta.objectives import EntropyKL as EntropyKL
+    from attd_core.tta.objectives import MaskedReconstruction as MaskedReconstruction
+    from attd_core.tta.objectives import NextStep as NextStep
+    from attd_core.tta.objectives import NextToken as NextToken
+    from attd_core.tta.selector import select_keys as select_keys
+    from attd_core.tta.strategies import AdaptiveSteps as AdaptiveSteps
+    from attd_core.tta.strategies import FixedSteps as FixedSteps
+    from attd_core.tta.strategies import InnerLoopStrategy as InnerLoopStrategy
+    from attd_core.tta.strategies import NoAdaptation as NoAdaptation
+    from attd_core.tta.strategies import OracleSteps as OracleSteps
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attd_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+_LAZY_NAMES = lazy_exports(
+    globals(),
+    {
+        "attd_core.adapters.combined": ("CombinedAdapter",),
+        "attd_core.adapters.delta_ssm": ("DeltaSSMAdapter",),
+        "attd_core.adapters.lora": ("LoRAAdapter",),
+        "attd_core.adapters.norm_affine": ("NormAffineAdapter",),
+        "attd_core.adapters.state_offset": ("StateOffsetAdapter",),
+        "attd_core.backbones.hybrid": ("HybridBackbone",),
+        "attd_core.backbones.mamba": ("MambaBackbone",),
+        "attd_core.backbones.pretrained": ("PretrainedMamba", "load_pretrained_mamba"),
+        "attd_core.backbones.scan": ("available_backends", "selective_scan"),
+        "attd_core.backbones.transformer": ("TransformerBackbone",),
+        "attd_core.model": ("AttdModel", "BoundModel"),
+        "attd_core.pooling": ("masked_mean",),
+        "attd_core.runtime.config": (
+            "ComponentConfig",
+            "EvalConfig",
+            "ModelConfig",
+            "ResolvedConfig",
+            "RunConfig",
+            "RuntimeConfig",
+            "TrainConfig",
+            "load_yaml_file",
+            "resolve_run_config",
+        ),
+        "attd_core.runtime.evaluator": ("EvalResult",),
+        "attd_core.runtime.files": ("atomic_write_text", "fsync_file"),
+        "attd_core.runtime.finished_run": ("load_run",),
+        "attd_core.runtime.metrics": ("MetricsWriter",),
+        "attd_core.runtime.progress": ("progress_bar",),
+        "attd_core.runtime.run": ("RUN_MARKERS", "evaluate_strategies", "run_experiment"),
+        "attd_core.runtime.stopped_run": ("resume_config",),
+        "attd_core.runtime.summary": ("EvalSummary", "PhaseSummary", "RunSummary", "TrainSummary"),
+        "attd_core.tasks": ("ClassificationTask",),
+        "attd_core.tta.controllers": (
+            "FixedController",
+            "GateController",
+            "HaltingController",
+            "IsotonicController",
+            "QuantileController",
+            "ThresholdController",
+        ),
+        "attd_core.tta.engine": ("adapt_batch",),
+        "attd_core.tta.objectives": (
+            "Consistency",
+            "Entropy",
+            "EntropyKL",
+            "MaskedReconstruction",
+            "NextStep",
+            "NextToken",
+        ),
+        "attd_core.tta.selector": ("select_keys",),
+        "attd_core.tta.strategies": (
+            "AdaptiveSteps",
+            "FixedSteps",
+            "InnerLoopStrategy",
+            "NoAdaptation",
+            "OracleSteps",
+        ),
+    },
+)
 
 
 __all__ = [
@@ -175,6 +231,7 @@ __all__ = [
     "filled_options",
     "get_plugin_manager",
     "hookimpl",
+    "lazy_exports",
     "parse_component",
-    *_LAZY,
+    *_LAZY_NAMES,
 ]

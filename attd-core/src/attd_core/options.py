@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: listing plugins imports every options model.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _StackOptions(_Options):

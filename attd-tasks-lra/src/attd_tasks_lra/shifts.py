@@ -16,7 +16,8 @@ from attd_core import Batch, ConfigError
 
 
 class HarderOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: listing plugins imports every options model.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     positional: ClassVar[tuple[str, ...]] = ("severity",)
 

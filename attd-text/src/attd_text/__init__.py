@@ -6,32 +6,40 @@ package to list its components. Torch-backed names load on first attribute acces
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from attd_core import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "ByteEncoder": "attd_text.encoders",
-    "TokenizerEncoder": "attd_text.encoders",
-    "build_encoder": "attd_text.encoders",
-    "TextCollator": "attd_text.collate",
-    "TextClassificationTask": "attd_text.classification",
-    "LanguageModelingTask": "attd_text.language_modeling",
-    "ByteEncoderOptions": "attd_text.options",
-    "TokenizerEncoderOptions": "attd_text.options",
-    "TextClassificationOptions": "attd_text.options",
-    "LanguageModelingOptions": "attd_text.options",
-}
+if TYPE_CHECKING:
+    from attd_text.classification import TextClassificationTask as TextClassificationTask
+    from attd_text.collate import TextCollator as TextCollator
+    from attd_text.encoders import ByteEncoder as ByteEncoder
+    from attd_text.encoders import TokenizerEncoder as TokenizerEncoder
+    from attd_text.encoders import build_encoder as build_encoder
+    from attd_text.language_modeling import LanguageModelingTask as LanguageModelingTask
+    from attd_text.options import ByteEncoderOptions as ByteEncoderOptions
+    from attd_text.options import LanguageModelingOptions as LanguageModelingOptions
+    from attd_text.options import TextClassificationOptions as TextClassificationOptions
+    from attd_text.options import TokenizerEncoderOptions as TokenizerEncoderOptions
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attd_text' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+_LAZY_NAMES = lazy_exports(
+    globals(),
+    {
+        "attd_text.classification": ("TextClassificationTask",),
+        "attd_text.collate": ("TextCollator",),
+        "attd_text.encoders": ("ByteEncoder", "TokenizerEncoder", "build_encoder"),
+        "attd_text.language_modeling": ("LanguageModelingTask",),
+        "attd_text.options": (
+            "ByteEncoderOptions",
+            "LanguageModelingOptions",
+            "TextClassificationOptions",
+            "TokenizerEncoderOptions",
+        ),
+    },
+)
 
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY_NAMES]

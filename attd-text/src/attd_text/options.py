@@ -29,7 +29,8 @@ FORMATS = ("csv", "tsv", "json", "parquet", "text")
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: listing plugins imports every options model.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _EncoderOptions(_Options):

@@ -6,9 +6,9 @@ first attribute access, as in `attd_core`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
+from attd_core import lazy_exports
 from attd_vision.options import (
     IMAGE_SIZE_KEY,
     PIXEL_PAD_ID,
@@ -21,28 +21,31 @@ from attd_vision.options import (
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "PixelEncoder": "attd_vision.encoders",
-    "PatchEncoder": "attd_vision.encoders",
-    "ImageCollator": "attd_vision.collate",
-    "collate_encoded": "attd_vision.collate",
-    "ImageClassificationTask": "attd_vision.task",
-    "load_digits": "attd_vision.data",
-    "to_array": "attd_vision.images",
-    "GaussianNoise": "attd_vision.shifts",
-    "Contrast": "attd_vision.shifts",
-    "GaussianBlur": "attd_vision.shifts",
-    "Occlusion": "attd_vision.shifts",
-}
+if TYPE_CHECKING:
+    from attd_vision.collate import ImageCollator as ImageCollator
+    from attd_vision.collate import collate_encoded as collate_encoded
+    from attd_vision.data import load_digits as load_digits
+    from attd_vision.encoders import PatchEncoder as PatchEncoder
+    from attd_vision.encoders import PixelEncoder as PixelEncoder
+    from attd_vision.images import to_array as to_array
+    from attd_vision.shifts import Contrast as Contrast
+    from attd_vision.shifts import GaussianBlur as GaussianBlur
+    from attd_vision.shifts import GaussianNoise as GaussianNoise
+    from attd_vision.shifts import Occlusion as Occlusion
+    from attd_vision.task import ImageClassificationTask as ImageClassificationTask
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attd_vision' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+_LAZY_NAMES = lazy_exports(
+    globals(),
+    {
+        "attd_vision.collate": ("ImageCollator", "collate_encoded"),
+        "attd_vision.data": ("load_digits",),
+        "attd_vision.encoders": ("PatchEncoder", "PixelEncoder"),
+        "attd_vision.images": ("to_array",),
+        "attd_vision.shifts": ("Contrast", "GaussianBlur", "GaussianNoise", "Occlusion"),
+        "attd_vision.task": ("ImageClassificationTask",),
+    },
+)
 
 
 __all__ = [
@@ -54,5 +57,5 @@ __all__ = [
     "PixelShiftOptions",
     "PixelsOptions",
     "__version__",
-    *_LAZY,
+    *_LAZY_NAMES,
 ]

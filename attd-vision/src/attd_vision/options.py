@@ -40,7 +40,8 @@ pixel batches may set it itself. Pixel shifts (`gaussian-noise`, ...) need it.""
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: listing plugins imports every options model.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _check_norm(values: dict[str, NormValue], channels: int | None) -> None:

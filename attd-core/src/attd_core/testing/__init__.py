@@ -55,8 +55,7 @@ Factories (they import torch when first used):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 try:
     import pytest
@@ -66,6 +65,7 @@ except ImportError:  # attd-core does not depend on pytest; only its tests' user
         "pip install pytest (declare it in your plugin's test extra)"
     ) from None
 
+from attd_core.lazy import lazy_exports
 from attd_core.plugins import PluginManager
 
 pytest.register_assert_rewrite("attd_core.testing._suites")
@@ -99,28 +99,32 @@ def attd_pm() -> PluginManager:
     return new_plugin_manager()
 
 
-_LAZY = {
-    name: "attd_core.testing._factories"
-    for name in (
-        "TinyTask",
-        "ParityTask",
-        "ParityPlugin",
-        "tiny_backbone",
-        "tiny_model",
-        "tiny_bound_model",
-        "first_examples",
-        "task_batch",
-    )
-}
+if TYPE_CHECKING:
+    from attd_core.testing._factories import ParityPlugin as ParityPlugin
+    from attd_core.testing._factories import ParityTask as ParityTask
+    from attd_core.testing._factories import TinyTask as TinyTask
+    from attd_core.testing._factories import first_examples as first_examples
+    from attd_core.testing._factories import task_batch as task_batch
+    from attd_core.testing._factories import tiny_backbone as tiny_backbone
+    from attd_core.testing._factories import tiny_bound_model as tiny_bound_model
+    from attd_core.testing._factories import tiny_model as tiny_model
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attd_core.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+_LAZY_NAMES = lazy_exports(
+    globals(),
+    {
+        "attd_core.testing._factories": (
+            "ParityPlugin",
+            "ParityTask",
+            "TinyTask",
+            "first_examples",
+            "task_batch",
+            "tiny_backbone",
+            "tiny_bound_model",
+            "tiny_model",
+        ),
+    },
+)
 
 
 __all__ = [
@@ -130,5 +134,5 @@ __all__ = [
     "TaskConformance",
     "attd_pm",
     "new_plugin_manager",
-    *_LAZY,
+    *_LAZY_NAMES,
 ]

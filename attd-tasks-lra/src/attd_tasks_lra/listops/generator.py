@@ -43,7 +43,8 @@ class Example(TypedDict):
 class ListOpsGeneratorConfig(BaseModel):
     """Every knob of the generator; the defaults are the CPU-scale ``small`` preset."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built on first use, not at import: listing plugins imports every options model.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     max_depth: int = Field(
         6,

@@ -144,7 +144,8 @@ class LraRetrievalOptions(BaseModel):
     quoting (LRA's reader); labels may read `1` or `1.0`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: listing plugins imports every options model.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     data_dir: Path | None = Field(
         None,

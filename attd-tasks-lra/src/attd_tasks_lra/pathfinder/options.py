@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from attd_tasks_lra.pathfinder.generator import PathfinderGeneratorConfig, Resolution
+from attd_tasks_lra.pathfinder.config import PathfinderGeneratorConfig, Resolution
 
 GENERATED = "generated"
 DIFFICULTY_FOLDERS = {6: "curv_baseline", 9: "curv_contour_length_9", 14: "curv_contour_length_14"}

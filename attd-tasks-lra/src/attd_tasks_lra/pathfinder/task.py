@@ -16,7 +16,8 @@ import torch
 
 from attd_core import Batch, ClassificationTask, ConfigError, InputSpec
 from attd_tasks_lra.cache import Chunk, cached_split
-from attd_tasks_lra.pathfinder.generator import PathfinderGeneratorConfig, iter_chunks
+from attd_tasks_lra.pathfinder.config import PathfinderGeneratorConfig
+from attd_tasks_lra.pathfinder.generator import iter_chunks
 from attd_tasks_lra.pathfinder.official import load_png, read_official_index
 from attd_tasks_lra.pathfinder.options import DIFFICULTY_FOLDERS, GENERATED, PathfinderOptions
 from attd_vision import IMAGE_SIZE_KEY, PIXEL_PAD_ID, PIXEL_VOCAB_SIZE
