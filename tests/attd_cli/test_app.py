@@ -12,9 +12,10 @@ import typer
 from typer.testing import CliRunner, Result
 
 import attd_cli
+import attd_cli.group
 import attd_core
 import attd_core._plugin as core_plugin
-from attd_cli.app import create_app
+from attd_cli.app import app, main
 from attd_core import PluginError, hookimpl
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -28,7 +29,7 @@ def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginMa
 
 
 def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
-    return CliRunner().invoke(create_app(manager), list(args), env=STABLE_ENV)
+    return CliRunner().invoke(app, list(args), env=STABLE_ENV, obj=manager)
 
 
 def assert_user_error(result: Result, *fragments: str) -> None:
@@ -137,3 +138,41 @@ def test_plugins_add_commands(manager):
     manager.add_plugin(WithCommand(), name="greeter")
     assert invoke(manager, "hello").stdout == "hello from a plugin\n"
     assert_user_error(invoke(manager, "fails"), "the plugin says no")
+
+
+def test_plugin_commands_join_one_run_and_never_replace_a_builtin(manager):
+    class Clashing:
+        @hookimpl
+        def attd_register_commands(self, app: typer.Typer) -> None:
+            @app.command("list-plugins")
+            def list_plugins() -> None:
+                typer.echo("the plugin's list-plugins")
+
+            @app.command("extra")
+            def extra() -> None:
+                typer.echo("extra")
+
+    manager.add_plugin(Clashing(), name="clashing")
+    assert "the plugin's" not in invoke(manager, "list-plugins").stdout
+    help_text = invoke(manager, "--help").stdout
+    assert "extra" in help_text and help_text.count("list-plugins") == 1
+    # another manager's run does not see them: the module-level app is left unchanged
+    other = attd_core.PluginManager(autoload=False, environ={})
+    assert_user_error(invoke(other, "extra"), "No such command 'extra'")
+
+
+def test_main_runs_with_the_given_manager(manager, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list-plugins", "--json"], manager=manager)
+    assert exit_info.value.code == 0
+    names = [row["name"] for row in json.loads(capsys.readouterr().out)]
+    assert names == [row.name for row in manager.rows()]
+
+
+def test_plugins_that_fail_to_load_are_one_line(monkeypatch):
+    def strict_failure() -> attd_core.PluginManager:
+        raise PluginError("plugin 'x' is broken (ATTD_STRICT_PLUGINS=1)")
+
+    monkeypatch.setattr(attd_cli.group, "get_plugin_manager", strict_failure)
+    result = CliRunner().invoke(app, ["list-plugins"], env=STABLE_ENV)  # no obj: load them
+    assert_user_error(result, "plugin 'x' is broken")

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 import attd_core
 import attd_core._plugin as core_plugin
 import attd_core.runtime.run as runtime_run
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_core import ShiftSpec, hookimpl
 from attd_core.testing import ParityPlugin
 
@@ -85,7 +85,7 @@ def manager() -> attd_core.PluginManager:
 
 
 def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
-    return CliRunner().invoke(create_app(manager), list(args), env=STABLE_ENV)
+    return CliRunner().invoke(app, list(args), env=STABLE_ENV, obj=manager)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_compare_into_an_80_column_pipe_cuts_no_name_or_column(manager, trained,
     args = ["compare", str(trained), "--tta", "fixed:1", "--tta", "oracle:2", *LIMIT]
     args += ["--output", str(tmp_path / "narrow")]
     env = {**STABLE_ENV, "COLUMNS": "80"}
-    result = CliRunner().invoke(create_app(manager), args, env=env)
+    result = CliRunner().invoke(app, args, env=env, obj=manager)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "…" not in result.stdout and all(len(line) <= 80 for line in lines)

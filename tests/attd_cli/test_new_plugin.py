@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 import attd_core
 import attd_core._plugin as core_plugin
 from attd_cli import new_plugin as generator
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_core import specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginMa
 
 
 def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
-    return CliRunner().invoke(create_app(manager), list(args), env=STABLE_ENV)
+    return CliRunner().invoke(app, list(args), env=STABLE_ENV, obj=manager)
 
 
 def generate(manager: attd_core.PluginManager, out: Path, name: str, kind: str) -> Path:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 import attd_core
 import attd_core._plugin as core_plugin
 import attd_core.runtime.metrics as runtime_metrics
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_cli.compare import ORACLE_NOTE
 from attd_core.testing import ParityPlugin
 
@@ -63,7 +63,7 @@ def manager() -> attd_core.PluginManager:
 
 
 def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
-    return CliRunner().invoke(create_app(manager), list(args), env=STABLE_ENV)
+    return CliRunner().invoke(app, list(args), env=STABLE_ENV, obj=manager)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner, Result
 
 import attd_core
 import attd_core._plugin as core_plugin
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_core import TaskSpec, hookimpl
 from attd_core.backbones.scan import resolve_backend
 from attd_core.testing import ParityPlugin
@@ -34,7 +34,7 @@ def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginMa
 
 
 def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
-    return CliRunner().invoke(create_app(manager), list(args), env={"COLUMNS": "100"})
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "100"}, obj=manager)
 
 
 def test_run_trains_evaluates_and_prints_the_results(manager, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -24,10 +25,12 @@ sys.exit(code)
 """
 
 
-def attd(*args: str, probe: bool = False) -> subprocess.CompletedProcess[str]:
+def attd(
+    *args: str, probe: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = ["-c", PROBE, *args] if probe else ["-m", "attd_cli", *args]
     return subprocess.run(
-        [sys.executable, *command], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, *command], capture_output=True, text=True, timeout=60, check=False, env=env
     )
 
 
@@ -52,6 +55,19 @@ def test_the_list_plugins_table_imports_no_torch_numpy_datasets_or_scipy():
     assert result.returncode == 0, result.stderr
     assert "pathfinder" in result.stdout
     assert result.stderr.rsplit("HEAVY=", 1)[1] == ""
+
+
+def test_list_plugins_into_a_pipe_keeps_every_column_within_80():
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    result = attd("list-plugins", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and max(len(line) for line in lines) == 80
+    header = " ".join(line for line in lines if line.startswith("┃"))
+    for word in ("version", "kind", "name", "summary", "status", "load", "time"):
+        assert f" {word} " in header, word
+    rows = json.loads(attd("list-plugins", "--json").stdout)
+    assert result.stdout.count("│ ok ") == sum(row["status"] == "ok" for row in rows)
 
 
 def test_an_unknown_task_is_one_line_and_exit_code_2():

@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 import attd_core
 import attd_core._plugin as core_plugin
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_cli.sweep import cell_name, parse_grid, plan_cells, split_values, sweep
 from attd_core import ConfigError, NoOptions, TaskSpec, hookimpl
 from attd_core.testing import ParityPlugin, new_plugin_manager
@@ -56,7 +56,7 @@ def manager(fresh_plugin_manager: attd_core.PluginManager) -> attd_core.PluginMa
 
 
 def invoke(manager: attd_core.PluginManager, *args: str) -> Result:
-    return CliRunner().invoke(create_app(manager), list(args), env={"COLUMNS": "120"})
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "120"}, obj=manager)
 
 
 def sweep_2x2(manager: attd_core.PluginManager, out: Path, *extra: str) -> Result:

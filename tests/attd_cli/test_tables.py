@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from attd_cli import list_plugins
 from attd_cli.compare import COLUMNS, compare_table
 from attd_cli.tables import WrappingTable
+from attd_core import hookimpl
 
 ENTRY = {
     "accuracy": 0.5,
@@ -67,3 +70,26 @@ def test_cells_are_text_not_markup():
     table.add_row("fixed:1,lr=[0.1]")
     text = "\n".join(render(table, 80))
     assert "[bold]task[/]" in text and "fixed:1,lr=[0.1]" in text
+
+
+@pytest.mark.parametrize("width", [80, 40])
+def test_the_plugin_table_keeps_every_column_and_character(attd_pm, width):
+    class Broken:
+        @hookimpl
+        def attd_register(self, register: Any) -> None:
+            raise RuntimeError("no [bold]markup[/] here")
+
+    attd_pm.add_plugin(Broken(), name="broken", distribution="attd-broken")
+    rows = attd_pm.rows()
+    assert any(row.status != "ok" for row in rows) and any(row.status == "ok" for row in rows)
+    lines = render(list_plugins.plugin_table(rows), width)
+    assert "…" not in "\n".join(lines) and all(len(line) <= width for line in lines)
+    headers = [column(lines, "┃", index).replace(" ", "") for index in range(7)]
+    assert headers == [header.replace(" ", "") for header in list_plugins.COLUMNS]
+    cells = [
+        (row.distribution, row.version, row.kind, row.name, row.summary, row.status) for row in rows
+    ]
+    load_times = [f"{row.load_ms:.1f}ms" for row in rows if row.status == "ok"]
+    for index, values in enumerate(zip(*cells, strict=True)):  # wrapped, nothing cut
+        assert column(lines, "│", index).replace(" ", "") == "".join(values).replace(" ", "")
+    assert column(lines, "│", 6).replace(" ", "") == "".join(load_times)

@@ -194,16 +194,15 @@ def test_the_cli_resumes_and_refuses_other_options(manager, tmp_path, monkeypatc
     with pytest.raises(Stop):
         run(manager, out)
     monkeypatch.undo()
-    create_app = pytest.importorskip("attd_cli.app").create_app  # attd-core's own tests lack it
+    app = pytest.importorskip("attd_cli.app").app  # attd-core's own tests lack it
     CliRunner = pytest.importorskip("typer.testing").CliRunner  # noqa: N806 (a class)
-    app = create_app(manager)
-    result = CliRunner().invoke(app, ["run", "--resume", str(out), "--seed", "2"])
+    result = CliRunner().invoke(app, ["run", "--resume", str(out), "--seed", "2"], obj=manager)
     assert result.exit_code == 2 and "give it no other options" in result.stderr
-    result = CliRunner().invoke(app, ["run", "--resume", str(out)])
+    result = CliRunner().invoke(app, ["run", "--resume", str(out)], obj=manager)
     assert result.exit_code == 0, result.output
     assert "resume" in result.stdout
     assert_same_run(out, reference)
-    result = CliRunner().invoke(app, ["run", "--resume", str(out)])
+    result = CliRunner().invoke(app, ["run", "--resume", str(out)], obj=manager)
     assert result.exit_code == 2 and "has finished" in result.stderr
 
 

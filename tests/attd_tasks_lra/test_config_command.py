@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner, Result
 
 import attd_core
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_cli.config_command import config_schema
 from attd_core import TaskSpec, get_plugin_manager, hookimpl
 from attd_core.testing import new_plugin_manager
@@ -29,8 +29,8 @@ LISTOPS = ["--task", "listops"]
 
 
 def invoke(*args: str, manager: attd_core.PluginManager | None = None) -> Result:
-    app = create_app(manager or get_plugin_manager())
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "100"})
+    """Run `attd ARGS` with `manager`, or with the installed plugins when it is None."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "100"}, obj=manager)
 
 
 def assert_user_error(result: Result, *fragments: str) -> None:

@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from attd_cli import data as data_module
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_core import get_plugin_manager
 
 TINY = ["--set", "num_train=20", "--set", "task.num_val=6", "--set", "num_test=10"]
 
 
 def invoke(*args: str) -> Result:
-    return CliRunner().invoke(create_app(get_plugin_manager()), list(args), env={"COLUMNS": "120"})
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "120"})  # installed plugins
 
 
 def test_export_writes_lra_rows_as_json_lines(tmp_path):

@@ -82,14 +82,14 @@ def test_cli_runs_text_classification(manager, files, tmp_path):
     pytest.importorskip("attd_cli")
     from typer.testing import CliRunner
 
-    from attd_cli.app import create_app
+    from attd_cli.app import app
 
     data = files.jsonl(tmp_path / "reviews.jsonl", files.reviews(40))
     out = tmp_path / "run"
     sets = [*TINY, f"task.data_files={data}", f"task.cache_dir={tmp_path / 'hf-cache'}"]
     args = ["run", "--task", "text-classification", "--tta", "fixed:1", "--output-dir", str(out)]
     args += [part for item in sets for part in ("--set", item)]
-    result = CliRunner().invoke(create_app(manager), args, env={"COLUMNS": "100"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "100"}, obj=manager)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "text-classification" and set(summary["eval"]) == {"none", "fixed:1"}
@@ -99,10 +99,10 @@ def test_cli_reports_a_missing_file_in_one_line(manager, tmp_path):
     pytest.importorskip("attd_cli")
     from typer.testing import CliRunner
 
-    from attd_cli.app import create_app
+    from attd_cli.app import app
 
     args = ["run", "--task", "language-modeling", "--set", f"task.path={tmp_path / 'none.txt'}"]
     args += ["--output-dir", str(tmp_path / "run")]
-    result = CliRunner().invoke(create_app(manager), args, env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"}, obj=manager)
     assert result.exit_code == 2, result.output
     assert "task.path: file not found" in result.stderr and "Traceback" not in result.output

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import attd_core
 import attd_core._plugin as core_plugin
-from attd_cli.app import create_app
+from attd_cli.app import app
 from attd_core import InnerLoopOptions, parse_component
 from attd_core.backbones import mamba
 from attd_core.backbones.scan import available_backends, resolve_backend, selective_scan
@@ -413,7 +413,7 @@ def test_attd_run_on_cuda_records_the_device_and_a_cuda_scan_backend(
         "--set", "runtime.device=cuda",
         "--seed", "3", "--output-dir", str(out),
     ]  # fmt: skip
-    result = CliRunner().invoke(create_app(fresh_plugin_manager), args, env={"COLUMNS": "100"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "100"}, obj=fresh_plugin_manager)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["device"] == "cuda"

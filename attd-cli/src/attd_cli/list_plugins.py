@@ -10,10 +10,14 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from attd_core import PluginManager, PluginRow
 
-FIXED_COLUMNS = ("distribution", "version", "kind", "name")
+if TYPE_CHECKING:
+    from attd_cli.tables import WrappingTable
+
+COLUMNS = ("distribution", "version", "kind", "name", "summary", "status", "load time")
 
 
 def list_plugins(manager: PluginManager, *, as_json: bool) -> None:
@@ -22,27 +26,23 @@ def list_plugins(manager: PluginManager, *, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     else:
-        print_table(rows)
+        from rich.console import Console
+
+        Console().print(plugin_table(rows))
 
 
-def print_table(rows: Sequence[PluginRow]) -> None:
-    """A rich table of `PluginManager.rows()`; the load time joins the status column so
-    that the table fits 80 columns."""
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def plugin_table(rows: Sequence[PluginRow]) -> WrappingTable:
+    """`PluginManager.rows()` as a table that wraps rather than cuts, so that a pipe or an
+    80-column CI log still shows every column and every name whole."""
+    from rich.text import Text
 
-    table = Table(title="attd plugins", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in FIXED_COLUMNS:
-        table.add_column(column, no_wrap=True)
-    table.add_column("summary", min_width=12)
-    table.add_column("status", min_width=12)
+    from attd_cli.tables import WrappingTable
+
+    table = WrappingTable(*COLUMNS, title="attd plugins")
     for row in rows:
+        ok = row.status == "ok"
+        status = Text(row.status, style="green" if ok else "red")
+        load_time = f"{row.load_ms:.1f} ms" if ok else ""
         values = (row.distribution, row.version, row.kind, row.name, row.summary)
-        if row.status == "ok":
-            status = f"[green]ok[/] {row.load_ms:.1f} ms"
-        else:
-            status = f"[red]{escape(row.status)}[/]"
-        table.add_row(*(escape(value) for value in values), status)
-    Console().print(table)
+        table.add_row(*values, status, load_time)
+    return table

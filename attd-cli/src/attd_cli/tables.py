@@ -5,6 +5,7 @@ text with an ellipsis: in a pipe, `attd compare` printed `adaptive:8` as `adapti
 Here no cell is cut. When the table does not fit, each header first wraps at its spaces
 down to the width of its column's values (`uses labels` over `yes`); only if that is not
 enough does rich narrow the columns further, folding their text onto more lines.
+A cell is a string, or a rich `Text` where it has a colour (`attd list-plugins`'s status).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ class WrappingTable:
     def __init__(self, *headers: str, title: str) -> None:
         self.headers = headers
         self.title = title
-        self.rows: list[tuple[str, ...]] = []
+        self.rows: list[tuple[Text, ...]] = []
 
-    def add_row(self, *cells: str) -> None:
-        self.rows.append(cells)
+    def add_row(self, *cells: str | Text) -> None:
+        self.rows.append(tuple(Text(cell) if isinstance(cell, str) else cell for cell in cells))
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         table = self._table(narrow_headers=False)
@@ -43,8 +44,8 @@ class WrappingTable:
             width = None
             if narrow_headers:
                 words = [cell_len(word) for word in header.split()]
-                width = max([*words, *(cell_len(row[index]) for row in self.rows)])
+                width = max([*words, *(row[index].cell_len for row in self.rows)])
             table.add_column(Text(header), overflow="fold", max_width=width)
         for row in self.rows:
-            table.add_row(*(Text(cell) for cell in row))
+            table.add_row(*row)
         return table

@@ -34,8 +34,9 @@ def attd_register(register: Callable[..., None]) -> None:
 
 @hookspec
 def attd_register_commands(app: Any) -> None:
-    """Add commands to the `attd` CLI: `app` is the root `typer.Typer`.
+    """Add commands to the `attd` CLI: what is added to `app` (a `typer.Typer`) joins the
+    root `attd` command, beside the built-in commands (which keep their names).
 
-    Add a Typer sub-app (`app.add_typer(sub, name="data")`) or a command
+    Add a Typer sub-app (`app.add_typer(sub, name="my-data")`) or a command
     (`app.command()(fn)`). Import heavy modules inside the command, not here.
     """
