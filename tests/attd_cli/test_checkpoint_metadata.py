@@ -322,3 +322,15 @@ def test_metadata_that_is_not_an_object_is_one_line(
         shutil.copy(finished_summary, run / "summary.json")
         args = ["eval", str(run), "--tta", "fixed:1"]
     assert_one_line_error(invoke(manager, *args), "metadata.json")
+
+
+@pytest.mark.parametrize("case", ["negative step", "width differs", "python rng version"])
+def test_compare_reads_the_metadata_as_eval_does(
+    manager, stopped, finished_summary, tmp_path, case
+):
+    edit, message = MALFORMED[case]
+    run = _edited(stopped, tmp_path, edit)
+    shutil.copy(finished_summary, run / "summary.json")
+    before = _files(run)
+    assert_one_line_error(invoke(manager, "compare", str(run), "--tta", "fixed:1"), message)
+    assert _files(run) == before
