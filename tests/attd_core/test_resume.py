@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,6 +23,7 @@ from attd_core import (
     resolve_run_config,
 )
 from attd_core.runtime import evaluator, trainer
+from attd_core.runtime.resume import TrainingPosition, TrainingState
 from attd_core.runtime.run import run_experiment
 from attd_core.runtime.stopped_run import resume_config
 from attd_core.testing import ParityPlugin, ParityTask, new_plugin_manager
@@ -244,3 +249,90 @@ def test_a_changed_config_is_refused(manager, stopped):
 def test_resume_needs_a_run_folder(manager, tmp_path):
     with pytest.raises(ConfigError, match="has no config.yaml"):
         resume_config(tmp_path, manager)
+
+
+def _stepped_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, TrainingState]:
+    """A linear model after one AdamW step, and its captured training state."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    schedule.step()
+    position = TrainingPosition(step=1, epoch=1, batches=1)
+    state = TrainingState.capture(position, optimizer, schedule, torch.Generator().get_state())
+    return model, optimizer, schedule, state
+
+
+def _global_rng() -> tuple[Any, ...]:
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()[1].tolist()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda state: setattr(state, "torch_rng", torch.full_like(state.torch_rng, 255)),
+            "rng.safetensors: torch: not a state the generator takes",
+        ),
+        (
+            lambda state: setattr(state, "epoch_generator", state.epoch_generator[:100]),
+            "rng.safetensors: epoch_generator: not a state the generator takes",
+        ),
+        (
+            lambda state: state.optimizer["state"][0].update(exp_avg=torch.zeros(5)),
+            "optimizer.safetensors: state.0.exp_avg has shape (5,), its parameter (2, 3)",
+        ),
+        (
+            lambda state: state.optimizer["state"].update({9: {"step": torch.tensor(1.0)}}),
+            "optimizer.safetensors: state.9 is of no parameter",
+        ),
+        (
+            lambda state: state.optimizer["param_groups"][0].update(params=[0, 0]),
+            "training.optimizer_groups.0.params: parameter 0 is in two groups",
+        ),
+    ],
+    ids=["torch rng", "epoch generator", "moment shape", "stray state", "shared parameter"],
+)
+def test_a_state_that_does_not_fit_changes_nothing(damage, message):
+    model, optimizer, schedule, state = _stepped_training()
+    damage(state)
+    before = (_global_rng(), optimizer.state_dict(), schedule.state_dict())
+    generator = torch.Generator().manual_seed(5)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        state.restore(optimizer, schedule, generator, total=10, epoch_length=4)
+    rng, optimizer_state, schedule_state = before
+    now = _global_rng()
+    assert torch.equal(now[0], rng[0]) and now[1:] == rng[1:]
+    assert schedule.state_dict() == schedule_state
+    assert optimizer.state_dict()["state"][0]["step"] == optimizer_state["state"][0]["step"]
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(5).get_state())
+
+
+@pytest.mark.parametrize(
+    ("rng", "optimizer", "message"),
+    [
+        ({"epoch_generator": 0}, None, "rng.safetensors: holds no 'torch' state"),
+        (None, {"state.x.exp_avg": torch.zeros(1)}, "key 'state.x.exp_avg' is not state."),
+    ],
+    ids=["no torch state", "bad optimizer key"],
+)
+def test_malformed_tensor_files_are_named(rng, optimizer, message):
+    _, _, _, state = _stepped_training()
+    record, tensors = state.to_files()
+    record = json.loads(json.dumps(record))
+    if rng is not None:
+        tensors["rng"] = {key: tensors["rng"][key] for key in rng}
+    if optimizer is not None:
+        tensors["optimizer"] = optimizer
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        TrainingState.from_files(record, tensors)
+
+
+def test_a_malformed_training_record_is_named():
+    _, _, _, state = _stepped_training()
+    record, tensors = state.to_files()
+    record = json.loads(json.dumps(record))
+    record["position"]["epoch"] = None
+    with pytest.raises(CheckpointError, match=r"training\.position\.epoch: Input should be"):
+        TrainingState.from_files(record, tensors)

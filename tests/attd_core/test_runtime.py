@@ -387,6 +387,32 @@ def test_a_checkpoint_round_trips(tmp_path):
     assert same_weights(model, other)
 
 
+def test_checkpoint_metadata_is_strict_json_with_a_diverged_loss_as_null(tmp_path):
+    record = {"step": 1, "loss": float("nan"), "note": "kept"}
+    target = save_checkpoint(tmp_path, tiny_model(), record)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    written = json.loads((target / "metadata.json").read_text(), parse_constant=refuse)
+    assert written["loss"] is None and written["note"] == "kept"
+    assert load_checkpoint(target, tiny_model())["loss"] is None
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"step": -1}, "step: Input should be greater than or equal to 0"),
+        ({"step": 1, "epochs": "2"}, "epochs: Input should be a valid integer"),
+        ({"step": 1, "pooling": "mean", "config": {}}, "config.task: Field required"),
+    ],
+)
+def test_a_record_that_would_not_read_back_is_not_written(tmp_path, record, message):
+    with pytest.raises(CheckpointError, match=f"not saving the checkpoint: .*{message}"):
+        save_checkpoint(tmp_path, tiny_model(), record)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_checkpoint_gets_the_permissions_of_ordinary_files(tmp_path):
     previous = os.umask(0o022)
     try:
@@ -438,7 +464,7 @@ def test_a_truncated_weights_file_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated"):
         load_checkpoint(target, tiny_model())
     metadata = json.loads((target / "metadata.json").read_text())
-    del metadata["weights_bytes"]  # even without the recorded size, safetensors notices
+    metadata["weights_bytes"] = weights.stat().st_size  # the size agrees: safetensors notices
     (target / "metadata.json").write_text(json.dumps(metadata))
     with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable"):
         load_checkpoint(target, tiny_model())

@@ -39,7 +39,15 @@ def describe_validation_error(exc: Any, prefix: str = "") -> str:
     for error in exc.errors():
         path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
         got = (
-            f" (got {error['input']!r})" if "input" in error and error["type"] != "missing" else ""
+            f" (got {_shortened(error['input'])})"
+            if "input" in error and error["type"] != "missing"
+            else ""
         )
         lines.append(f"{path or '(root)'}: {error['msg']}{got}")
     return "; ".join(lines)
+
+
+def _shortened(value: Any, limit: int = 100) -> str:
+    """`repr(value)`, cut to `limit` characters: a bad value may be a long list."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

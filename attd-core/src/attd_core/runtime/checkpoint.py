@@ -2,7 +2,9 @@
 
 safetensors never unpickles, so loading a checkpoint cannot run code. The folder is
 built under a hidden temporary name and renamed into place only when complete: an
-interrupted save leaves no `checkpoint/` that looks finished.
+interrupted save leaves no `checkpoint/` that looks finished. The metadata is written and
+read through `checkpoint_metadata.py`'s model, so every loader refuses a malformed field
+before it loads a weight.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from torch import nn
 
 from attd_core import __version__
 from attd_core.errors import CheckpointError
+from attd_core.runtime.checkpoint_metadata import FORMAT, CheckpointMetadata, parse_metadata
 from attd_core.runtime.files import apply_umask, fsync_file
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
-FORMAT = "attd-checkpoint-v1"
 
 
 def save_checkpoint(
@@ -41,6 +43,8 @@ def save_checkpoint(
     `extra` modules (a trained TTA strategy's controller and gate) and `tensors` (named
     groups of plain tensors: a training state's optimiser and RNG) go to
     `<name>.safetensors` beside the weights, recorded with their sizes in `extra`.
+    A record that would not read back (a field of the wrong type, a NaN where a number
+    must be finite) is a `CheckpointError`, and nothing is written.
     """
     run_dir = Path(run_dir)
     target = run_dir / CHECKPOINT_DIR
@@ -60,7 +64,8 @@ def save_checkpoint(
             "weights_bytes": sizes.pop(WEIGHTS_FILE),
             "extra": sizes,
         }
-        (staging / METADATA_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        text = _checked_record(record, target / METADATA_FILE).to_json()
+        (staging / METADATA_FILE).write_text(text, encoding="utf-8")
         fsync_file(staging / METADATA_FILE)
         for path in (staging, *(staging / name for name in files)):
             apply_umask(path)
@@ -69,6 +74,15 @@ def save_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _checked_record(record: Mapping[str, Any], path: Path) -> CheckpointMetadata:
+    """`record` as the readers will see it: through JSON (which knows no tuples) and the
+    metadata model."""
+    try:
+        return parse_metadata(json.dumps(record), path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"not saving the checkpoint: {exc}") from None
 
 
 def _write_tensors(path: Path, group: Mapping[str, torch.Tensor]) -> int:
@@ -97,7 +111,7 @@ def checkpoint_dir(path: str | Path) -> Path:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of the checkpoint at `path` (see `checkpoint_dir`), without weights."""
-    return _read_metadata(checkpoint_dir(path) / METADATA_FILE)
+    return _read_metadata(checkpoint_dir(path) / METADATA_FILE).record()
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
@@ -108,8 +122,8 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """
     directory = checkpoint_dir(path)
     metadata = _read_metadata(directory / METADATA_FILE)
-    _load_weights(directory / WEIGHTS_FILE, model, metadata.get("weights_bytes"))
-    return metadata
+    _load_weights(directory / WEIGHTS_FILE, model, metadata.weights_bytes)
+    return metadata.record()
 
 
 def load_extra(path: str | Path, name: str, module: nn.Module) -> bool:
@@ -117,9 +131,9 @@ def load_extra(path: str | Path, name: str, module: nn.Module) -> bool:
     directory = checkpoint_dir(path)
     metadata = _read_metadata(directory / METADATA_FILE)
     file_name = f"{name}.safetensors"
-    if file_name not in metadata.get("extra", {}):
+    if file_name not in metadata.extra:
         return False
-    _load_weights(directory / file_name, module, metadata["extra"][file_name])
+    _load_weights(directory / file_name, module, metadata.extra[file_name])
     return True
 
 
@@ -128,22 +142,22 @@ def load_tensors(path: str | Path, name: str) -> dict[str, torch.Tensor]:
     directory = checkpoint_dir(path)
     metadata = _read_metadata(directory / METADATA_FILE)
     file_name = f"{name}.safetensors"
-    if file_name not in metadata.get("extra", {}):
+    if file_name not in metadata.extra:
         raise CheckpointError(f"{directory}: holds no {file_name}")
-    return _read_tensors(directory / file_name, metadata["extra"][file_name])
+    return _read_tensors(directory / file_name, metadata.extra[file_name])
 
 
-def _load_weights(weights: Path, module: nn.Module, expected: int | None) -> None:
+def _load_weights(weights: Path, module: nn.Module, expected: int) -> None:
     tensors = _read_tensors(weights, expected)
     _check_matches(weights, tensors, module.state_dict())
     module.load_state_dict(tensors)
 
 
-def _read_tensors(path: Path, expected: int | None) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, expected: int) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     size = path.stat().st_size
-    if expected is not None and size != expected:
+    if size != expected:
         raise CheckpointError(
             f"{path}: truncated or modified ({size} bytes; {METADATA_FILE} says {expected})"
         )
@@ -153,16 +167,14 @@ def _read_tensors(path: Path, expected: int | None) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from None
 
 
-def _read_metadata(path: Path) -> dict[str, Any]:
+def _read_metadata(path: Path) -> CheckpointMetadata:
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; not a complete checkpoint") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise CheckpointError(f"{path}: unreadable: {exc}") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not attd checkpoint metadata (expected format {FORMAT})")
-    return metadata
+    return parse_metadata(text, path)
 
 
 def _check_matches(

@@ -1,7 +1,9 @@
 """A finished run, rebuilt from its folder for more evaluations (`attd eval`, `attd compare`).
 
 Its `config.yaml` is resolved again, reading settings whose meaning has changed since
-the run was written as they were meant then, and the checkpoint's weights are loaded.
+the run was written as they were meant then, and the checkpoint's weights are loaded. As
+`--resume` does, it refuses a checkpoint whose recorded task or model is not the one
+`config.yaml` describes.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ from typing import Any
 
 import torch
 
-from attd_core.errors import ConfigError
+from attd_core.errors import CheckpointError, ConfigError
 from attd_core.plugins import PluginManager
-from attd_core.runtime.checkpoint import load_checkpoint, load_extra, read_metadata
+from attd_core.runtime.checkpoint import (
+    METADATA_FILE,
+    checkpoint_dir,
+    load_checkpoint,
+    load_extra,
+    read_metadata,
+)
+from attd_core.runtime.checkpoint_metadata import first_difference
 from attd_core.runtime.config import ResolvedConfig, load_yaml_file, resolve_run_config
 from attd_core.runtime.environment import configure_threads, seed_everything, select_device
 from attd_core.runtime.run import Components, build_components
@@ -38,6 +47,7 @@ def load_run(
     if not config_file.is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
     metadata = read_metadata(run_dir)
+    _check_architecture(config_file, metadata)
     overrides = [*_legacy_overrides(config_file, metadata), *overrides]
     resolved = resolve_run_config(manager, config_files=[config_file], overrides=overrides, tta=tta)
     config = resolved.config
@@ -50,6 +60,27 @@ def load_run(
     if trained is not None:
         load_extra(run_dir, "strategy", trained)
     return resolved, parts, device
+
+
+def _check_architecture(config_file: Path, metadata: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose config records another task or model than `config_file`:
+    the weights are of the model the checkpoint records (the other sections may differ,
+    as evaluating changes nothing they set)."""
+    recorded = metadata.get("config") or {}
+    written = load_yaml_file(config_file)
+    sections = ("task", "model")
+    difference = first_difference(
+        {section: recorded.get(section) for section in sections},
+        {section: written.get(section) for section in sections},
+        "config",
+    )
+    if difference is not None:
+        key, saved, wanted = difference
+        raise CheckpointError(
+            f"{checkpoint_dir(config_file.parent) / METADATA_FILE}: {key} is {saved!r}, but "
+            f"{wanted!r} in {config_file}: the weights are not of the model config.yaml "
+            "describes"
+        )
 
 
 def _legacy_overrides(config_file: Path, metadata: dict[str, Any]) -> list[str]:

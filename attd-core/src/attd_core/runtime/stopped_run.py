@@ -26,6 +26,7 @@ from attd_core.runtime.checkpoint import (
     load_extra,
     load_tensors,
 )
+from attd_core.runtime.checkpoint_metadata import first_difference
 from attd_core.runtime.config import ResolvedConfig, resolve_run_config
 from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.resume import OPTIMIZER_FILE, RNG_FILE, TrainingState
@@ -65,9 +66,14 @@ def restart_point(
         _trim_metrics(run_dir, lambda record: False)
         return None
     metadata = load_checkpoint(run_dir, model)
-    if _without_output_dir(metadata.get("config")) != _without_output_dir(resolved.to_yaml_dict()):
+    recorded = _without_output_dir(metadata.get("config"))
+    current = _without_output_dir(resolved.to_yaml_dict())
+    difference = first_difference(recorded, current, "config")
+    if difference is not None:
+        key, saved, wanted = difference
         raise CheckpointError(
-            f"{checkpoint_dir(run_dir)}: its config differs from {run_dir / 'config.yaml'}; "
+            f"{checkpoint_dir(run_dir)}: its config differs from {run_dir / 'config.yaml'} "
+            f"at {key} ({saved!r} in the checkpoint, {wanted!r} in config.yaml); "
             "a run resumes only with the config it started with"
         )
     step = int(metadata["step"])

@@ -128,11 +128,9 @@ def train(
     )
     at = TrainingPosition()
     if resume is not None:
-        optimizer.load_state_dict(resume.optimizer)
-        schedule.load_state_dict(resume.scheduler)
-        generator.set_state(resume.epoch_generator)
-        resume.restore_rng(generators)
-        at = resume.position
+        at = resume.restore(
+            optimizer, schedule, generator, generators, total=total, epoch_length=len(loader)
+        )
     every = config.checkpoint_every
     model.train()
     started = time.perf_counter()
