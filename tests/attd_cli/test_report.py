@@ -302,3 +302,10 @@ def test_an_output_that_is_a_file_is_one_line(manager, run_copy, tmp_path):
     afile.write_text("")
     result = invoke(manager, "report", str(run_copy), "--output", str(afile))
     assert_user_error(result, f"{str(afile)!r} is not a folder")
+
+
+def test_an_empty_output_folder_name_is_refused(manager, run_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(manager, "report", str(run_copy), "--output", "")
+    assert_user_error(result, "--output must name a folder")
+    assert not REPORT_FILES & set(os.listdir(tmp_path))

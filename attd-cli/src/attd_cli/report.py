@@ -58,6 +58,8 @@ class RunFiles:
 def report(run_dir: str | Path, *, output: str | None, console: Console) -> list[Path]:
     """Read the run, write `report.md` and its two figures; returns the files written."""
     path = check_run_dir(run_dir)
+    if output is not None and not output.strip():
+        raise ConfigError("--output must name a folder (an empty name means the current one)")
     out = path if output is None else Path(output)
     for name in (REPORT_MD, TRAINING_PNG, EVAL_PNG):  # before any work; creates the folder
         check_destination(out / name, "report file")
