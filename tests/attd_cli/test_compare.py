@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import attd_core
@@ -346,3 +348,99 @@ def test_help_imports_neither_torch_nor_matplotlib():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ""
+
+
+def test_compare_writes_into_a_folder_it_creates(manager, trained, tmp_path):
+    stem = tmp_path / "missing" / "deeper" / "cmp"
+    result = invoke(
+        manager, "compare", str(trained), "--tta", "fixed:1", *LIMIT, "--output", str(stem)
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in stem.parent.iterdir()) == ["cmp.json", "cmp.md", "cmp.png"]
+
+
+@pytest.mark.parametrize(
+    ("relative", "reason"),
+    [
+        ("afile/cmp", "--output '{base}/afile/cmp.json': '{base}/afile' is not a folder"),
+        (
+            "afile/sub/cmp",
+            "--output '{base}/afile/sub/cmp.json': cannot write there: Not a directory",
+        ),
+        ("x" * 300, "--output '{base}/{long}.json': cannot write there: File name too long"),
+    ],
+)
+def test_compare_checks_its_output_before_evaluating(
+    manager, trained, tmp_path, captured, relative, reason
+):
+    (tmp_path / "afile").write_text("")
+    stem = tmp_path / relative
+    result = invoke(manager, "compare", str(trained), "--tta", "fixed:1", "--output", str(stem))
+    assert_user_error(result, reason.format(base=tmp_path, long="x" * 300))
+    assert captured == []  # nothing was evaluated
+
+
+def test_compare_refuses_an_empty_output_stem(manager, trained):
+    result = invoke(manager, "compare", str(trained), "--tta", "fixed:1", "--output", "")
+    assert_user_error(result, "--output '.': give a file stem")
+
+
+def test_eval_records_its_result_holding_the_run_folders_lock(manager, run_copy, monkeypatch):
+    """Evaluations of one run may go on at once: each records its entry under the folder's
+    lock (reading the summary again), so none overwrites another's."""
+    from attd_cli.evaluate import evaluate_run
+
+    waiting = threading.Event()
+    real = attd_core.lock_folder
+
+    def telling(*args: Any, **kwargs: Any) -> attd_core.FolderLock:
+        return real(*args, **{**kwargs, "on_wait": waiting.set})
+
+    monkeypatch.setattr(attd_core, "lock_folder", telling)
+    finished: list[Any] = []
+
+    def evaluate() -> None:
+        quiet = Console(quiet=True)
+        finished.append(
+            evaluate_run(
+                manager, run_copy, tta="fixed:1", shift=None, overrides=["eval.limit=12"],
+                console=quiet, progress_console=quiet,
+            )
+        )  # fmt: skip
+
+    held = real(run_copy)  # another process recording its evaluation
+    thread = threading.Thread(target=evaluate)
+    thread.start()
+    try:
+        assert waiting.wait(timeout=300)
+        assert "fixed:1" not in json.loads((run_copy / "summary.json").read_text())["eval"]
+        summary = json.loads((run_copy / "summary.json").read_text())
+        summary["eval"]["other"] = summary["eval"]["none"]  # what the other one recorded
+        (run_copy / "summary.json").write_text(json.dumps(summary))
+    finally:
+        held.release()
+        thread.join(timeout=300)
+    assert len(finished) == 1
+    assert list(json.loads((run_copy / "summary.json").read_text())["eval"]) == [
+        "none",
+        "other",
+        "fixed:1",
+    ]
+
+
+def test_eval_removes_what_a_killed_writer_left(manager, run_copy):
+    (run_copy / ".summary.json.tmp-99999").write_text('{"task": "par')
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:1", *LIMIT)
+    assert result.exit_code == 0, result.output
+    assert not (run_copy / ".summary.json.tmp-99999").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_eval_refuses_a_run_folder_it_cannot_record_in(manager, run_copy, captured):
+    run_copy.chmod(0o500)
+    try:
+        result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:1")
+    finally:
+        run_copy.chmod(0o700)
+    assert_user_error(result, f"{str(run_copy)!r} is not writable")
+    assert captured == []

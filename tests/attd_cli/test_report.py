@@ -278,3 +278,34 @@ def test_report_imports_no_torch(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False"
     assert set(os.listdir(tmp_path)) == REPORT_FILES
+
+
+@pytest.mark.parametrize(
+    ("relative", "reason"),
+    [
+        ("afile/sub", "{base}/afile/sub/report.md': cannot write there: Not a directory"),
+        ("x" * 300, "{base}/{long}/report.md': cannot write there: File name too long"),
+    ],
+)
+def test_an_output_folder_that_cannot_be_written_is_one_line(
+    manager, run_copy, tmp_path, relative, reason
+):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / relative
+    result = invoke(manager, "report", str(run_copy), "--output", str(out))
+    assert_user_error(result, reason.format(base=tmp_path, long="x" * 300))
+    assert not REPORT_FILES & set(os.listdir(run_copy))
+
+
+def test_an_output_that_is_a_file_is_one_line(manager, run_copy, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = invoke(manager, "report", str(run_copy), "--output", str(afile))
+    assert_user_error(result, f"{str(afile)!r} is not a folder")
+
+
+def test_an_empty_output_folder_name_is_refused(manager, run_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(manager, "report", str(run_copy), "--output", "")
+    assert_user_error(result, "--output must name a folder")
+    assert not REPORT_FILES & set(os.listdir(tmp_path))

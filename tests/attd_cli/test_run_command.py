@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,8 @@ def test_run_evaluates_under_a_shift_and_records_it(manager, tmp_path):
         (["--set", "train.lr=-1"], ["train.lr", "-1"]),
         (["--set", "task.size=3"], ["task.size", "allowed in task: none"]),
         (["--config", "missing.yaml"], ["config file 'missing.yaml': not found"]),
+        (["--output-dir", ""], ["runtime.output_dir: Value error, must name a folder"]),
+        (["--output-dir", "  "], ["runtime.output_dir: Value error, must name a folder"]),
     ],
 )
 def test_bad_run_arguments_are_one_line_errors(manager, args, fragments):
@@ -161,3 +165,77 @@ def test_a_failing_factory_is_reported_without_a_traceback(manager, tmp_path: Pa
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "task 'broken': cannot load factory 'attd_no_such_module:X'" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the run builds its model: the refusal must come first."""
+
+    def built(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the run built its components before checking its folder")
+
+    monkeypatch.setattr("attd_core.runtime.run.build_components", built)
+
+
+@pytest.mark.parametrize(
+    ("relative", "reason"),
+    [
+        ("afile/sub", ": cannot create it: Not a directory"),
+        ("afile", " exists and is not a folder"),
+        ("x" * 300, ": cannot create it: File name too long"),
+    ],
+)
+def test_an_output_dir_that_cannot_be_made_is_one_error_before_training(
+    manager, tmp_path, no_training, relative, reason
+):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / relative
+    result = invoke(manager, "run", "--task", "parity", *TINY, "--output-dir", str(out))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: output dir {str(out)!r}{reason}\n"
+
+
+def test_a_run_into_a_folder_another_run_writes_is_refused(manager, tmp_path, no_training):
+    out = tmp_path / "run"
+    with attd_core.lock_folder(out):  # another attd run, still writing
+        result = invoke(manager, "run", "--task", "parity", *TINY, "--output-dir", str(out))
+        assert list(out.iterdir()) == []
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: output dir {str(out)!r} is in use by another attd")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_run_into_a_folder_with_leftovers_removes_them(manager, tmp_path):
+    out = tmp_path / "run"
+    (out / ".checkpoint-abc").mkdir(parents=True)
+    (out / ".config.yaml.tmp-12345").write_text("task: x")
+    result = invoke(
+        manager, "run", "--task", "parity", *TINY, "--set", "train.max_steps=1",
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == {
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoint",
+        "summary.json",
+    }
+
+
+def test_a_file_system_error_during_a_run_is_one_line_naming_the_file(manager, tmp_path):
+    """A disk that fills up mid-run cannot be checked for up front: one line, no traceback."""
+    out = tmp_path / "run"
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "checkpoint"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("attd_core.runtime.run.save_checkpoint", full)
+        result = invoke(
+            manager, "run", "--task", "parity", *TINY, "--set", "train.max_steps=1",
+            "--output-dir", str(out),
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = result.stderr.splitlines()[-1]
+    assert last == f"error: {out / 'checkpoint'}: No space left on device"

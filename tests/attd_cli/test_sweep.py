@@ -304,3 +304,57 @@ def test_jobs_run_cells_in_worker_processes(manager, tmp_path):
         config = yaml.safe_load((out / name / "config.yaml").read_text())
         assert config["runtime"]["threads"] == max(1, (cpus or 1) // 2)
         assert (out / name / "summary.json").is_file()
+
+
+def test_a_second_sweep_into_a_folder_is_refused_naming_it(manager, tmp_path):
+    out = tmp_path / "sweep"
+    with attd_core.lock_folder(out):  # a sweep still running there
+        result = invoke(
+            manager, "sweep", "--task", "parity", *FAST, "--grid", "train.lr=0.1",
+            "--output-dir", str(out),
+        )  # fmt: skip
+        assert list(out.iterdir()) == []
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: sweep folder {str(out)!r} is in use by another")
+    assert result.stderr.count("\n") == 1
+
+
+def test_an_unfinished_cell_that_a_live_process_writes_is_not_moved(manager, tmp_path):
+    out = tmp_path / "sweep"
+    half = out / "train.lr=0.1"
+    half.mkdir(parents=True)
+    (half / "config.yaml").write_text("task: parity\n")
+    with attd_core.lock_folder(half):  # `attd run --resume` finishing it
+        result = invoke(
+            manager, "sweep", "--task", "parity", *FAST, "--grid", "train.lr=0.1",
+            "--output-dir", str(out),
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"unfinished cell folder {str(half)!r} is in use" in result.stderr
+    assert (half / "config.yaml").is_file() and not (out / ".incomplete").exists()
+
+
+def test_a_cell_whose_folder_another_run_writes_fails_alone(manager, tmp_path):
+    out = tmp_path / "sweep"
+    busy = out / "train.lr=0.1"
+    with attd_core.lock_folder(busy):  # `attd run --output-dir` into the cell's folder
+        result = invoke(
+            manager, "sweep", "--task", "parity", *FAST, "--grid", "train.lr=0.1,0.01",
+            "--output-dir", str(out),
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    cells = {cell["name"]: cell for cell in json.loads((out / "sweep.json").read_text())["cells"]}
+    assert cells["train.lr=0.1"]["status"] == "failed"
+    assert f"output dir {str(busy)!r} is in use" in cells["train.lr=0.1"]["error"]
+    assert cells["train.lr=0.01"]["status"] == "run"
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_sweep_folder_name_is_refused(manager, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(
+        manager, "sweep", "--task", "parity", "--grid", "eval.limit=4", "--output-dir", name
+    )
+    assert result.exit_code == 2, result.output
+    assert "--output-dir must name a folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []

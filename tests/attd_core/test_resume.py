@@ -336,3 +336,57 @@ def test_a_malformed_training_record_is_named():
     record["position"]["epoch"] = None
     with pytest.raises(CheckpointError, match=r"training\.position\.epoch: Input should be"):
         TrainingState.from_files(record, tensors)
+
+
+# -- one writer, and what killed writers left ---------------------------------------------
+
+
+def test_a_run_folder_another_process_writes_is_not_resumed(manager, stopped):
+    before = sorted(path.name for path in stopped.iterdir())
+    resolved = resume_config(stopped, manager)
+    with attd_core.lock_folder(stopped):  # a live `--resume` of the same folder
+        with pytest.raises(ConfigError, match=f"run folder {str(stopped)!r} is in use"):
+            run_experiment(resolved, manager, resume=True)
+    assert sorted(path.name for path in stopped.iterdir()) == before
+    run_experiment(resolved, manager, resume=True)  # once it is gone, the folder is free
+    assert (stopped / "summary.json").is_file()
+
+
+def test_a_run_finished_while_the_resume_started_is_not_resumed_again(manager, stopped):
+    resolved = resume_config(stopped, manager)
+    (stopped / "summary.json").write_text("{}")  # another --resume finished it meanwhile
+    with pytest.raises(ConfigError, match="has finished"):
+        run_experiment(resolved, manager, resume=True)
+    assert (stopped / "summary.json").read_text() == "{}"
+
+
+def test_a_resume_removes_what_killed_writers_left(manager, stopped):
+    leftovers = [".checkpoint-k3x9_a", ".checkpoint-old-p0q1", ".metrics.jsonl.tmp-4242"]
+    (stopped / leftovers[0]).mkdir()
+    (stopped / leftovers[0] / "model.safetensors").write_bytes(b"\x08\x00")
+    (stopped / leftovers[1] / "checkpoint").mkdir(parents=True)
+    (stopped / leftovers[2]).write_text('{"event": "tr')
+    (stopped / "notes.txt").write_text("mine")  # not attd's: kept
+    run_experiment(resume_config(stopped, manager), manager, resume=True)
+    names = {path.name for path in stopped.iterdir()}
+    assert not names & set(leftovers)
+    assert names == {"config.yaml", "metrics.jsonl", "checkpoint", "summary.json", "notes.txt"}
+
+
+def test_a_resume_after_training_keeps_the_training_time(manager, tmp_path, monkeypatch):
+    out = tmp_path / "stopped"
+    original = evaluator.evaluate
+
+    def fail_on_second(*args, **kwargs):
+        if kwargs["tta"] != "none":
+            raise Stop
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("attd_core.runtime.run.evaluate", fail_on_second)
+    with pytest.raises(Stop):
+        run(manager, out)
+    monkeypatch.undo()
+    recorded = json.loads((out / "checkpoint" / "metadata.json").read_text())["seconds"]
+    assert recorded > 0
+    summary = run_experiment(resume_config(out, manager), manager, resume=True)
+    assert summary.train.seconds == recorded

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import datasets
 import pytest
 from pydantic import BaseModel
 
+from attd_core import lock_folder
+from attd_tasks_lra import cache
 from attd_tasks_lra.cache import CACHE_ENV, cache_root, cached_split, columns, config_key
 
 FEATURES = datasets.Features({"x": datasets.Value("int64")})
@@ -89,3 +93,34 @@ def test_cache_root_prefers_the_option_then_the_environment(tmp_path, monkeypatc
     monkeypatch.delenv(CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root() == tmp_path / "xdg" / "attd"
+
+
+def test_a_generation_removes_what_killed_generations_left(tmp_path):
+    folder = tmp_path / "demo" / config_key("demo", 1, Config())
+    folder.mkdir(parents=True)
+    (folder / ".train.arrow.4242.tmp").write_bytes(b"")  # kill -9 during a generation
+    (folder / ".test.arrow.4243.tmp").write_bytes(b"\x00")
+    (folder / ".config.json.tmp-4244").write_text("{")
+    assert make(tmp_path)["x"] == [0, 1, 2]
+    assert sorted(path.name for path in folder.iterdir()) == ["config.json", "train.arrow"]
+
+
+def test_a_split_another_process_is_generating_is_waited_for_and_reused(tmp_path, monkeypatch):
+    """The second of two runs that need the same data waits, then reads the first's file."""
+    folder = tmp_path / "demo" / config_key("demo", 1, Config())
+    waiting = threading.Event()
+    monkeypatch.setattr(cache, "_waiting", lambda folder: waiting.set)
+    calls: list[int] = []
+
+    def counted():
+        calls.append(1)
+        return rows(3)()
+
+    read: list[list[int]] = []
+    with lock_folder(folder):  # another process, generating
+        thread = threading.Thread(target=lambda: read.append(make(tmp_path, chunks=counted)["x"]))
+        thread.start()
+        assert waiting.wait(timeout=60)
+        cache._generate(folder / "train.arrow", FEATURES, rows(3), 3, "the other process")
+    thread.join(timeout=60)
+    assert read == [[0, 1, 2]] and calls == []  # read back, not generated again

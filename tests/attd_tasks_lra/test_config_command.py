@@ -335,6 +335,21 @@ def test_schema_can_be_limited_to_some_tasks_and_is_deterministic(tmp_path):
     assert_user_error(invoke("config", "schema", "--task", "nope"), "unknown task 'nope'")
 
 
+@pytest.mark.parametrize(
+    ("relative", "reason"),
+    [
+        ("afile/schema.json", "'{base}/afile' is not a folder"),
+        ("afile/sub/schema.json", "cannot write there: Not a directory"),
+        ("x" * 300 + ".json", "cannot write there: File name too long"),
+    ],
+)
+def test_a_schema_destination_that_cannot_be_written_is_one_line(tmp_path, relative, reason):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / relative
+    result = invoke("config", "schema", *LISTOPS, "--output", str(out))
+    assert_user_error(result, f"--output {str(out)!r}: {reason.format(base=tmp_path)}")
+
+
 def test_options_a_schema_cannot_describe_leave_the_choice_open():
     class OddOptions(BaseModel):
         model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)

@@ -98,3 +98,24 @@ def test_info_prints_a_table_for_chosen_splits():
     result = invoke("data", "info", "--task", "listops", *TINY, "--split", "validation")
     assert result.exit_code == 0, result.output
     assert "validation" in result.stdout and "train" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("relative", "reason"),
+    [
+        ("afile/out.jsonl", "'{base}/afile' is not a folder"),
+        ("afile/sub/out.jsonl", "cannot write there: Not a directory"),
+        ("x" * 300 + ".jsonl", "cannot write there: File name too long"),
+    ],
+)
+def test_export_checks_its_destination_before_generating(tmp_path, relative, reason):
+    (tmp_path / "afile").write_text("")
+    cache = tmp_path / "cache"
+    out = tmp_path / relative
+    result = invoke(
+        "data", "export", "--task", "listops", *TINY, "--set", f"cache_dir={cache}",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: --out {str(out)!r}: {reason.format(base=tmp_path)}\n"
+    assert not cache.exists()  # nothing was generated

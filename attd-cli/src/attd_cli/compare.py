@@ -19,7 +19,7 @@ from rich.markup import escape
 from attd_cli.evaluate import check_run_dir, dump_json, evaluate_loaded, parse_shifts
 from attd_cli.plots import strategy_label
 from attd_cli.tables import WrappingTable
-from attd_core import ConfigError, PluginManager
+from attd_core import ConfigError, PluginManager, check_destination
 
 if TYPE_CHECKING:
     from attd_core import EvalResult
@@ -47,8 +47,8 @@ def compare(
     if not tta:
         raise ConfigError("compare needs at least one --tta SPEC (none is always included)")
     stem = path / DEFAULT_STEM if output is None else Path(output)
-    if not stem.parent.is_dir():
-        raise ConfigError(f"--output {str(stem)!r}: folder {str(stem.parent)!r} not found")
+    for file in report_paths(stem):  # before any work; missing folders are created
+        check_destination(file, "--output" if output is not None else "report file")
     shift_choices = parse_shifts(shifts, manager)
 
     from attd_core import load_run
@@ -98,15 +98,20 @@ def build_report(results: Mapping[str, Mapping[str, EvalResult]], **header: Any)
     }
 
 
+def report_paths(stem: Path) -> list[Path]:
+    """`STEM.json`, `STEM.md` and `STEM.png`."""
+    if not stem.name.strip():
+        raise ConfigError(f"--output {str(stem)!r}: give a file stem such as results/compare")
+    return [stem.with_name(f"{stem.name}{suffix}") for suffix in (".json", ".md", ".png")]
+
+
 def write_reports(stem: Path, report: Mapping[str, Any]) -> list[Path]:
     """`STEM.json`, `STEM.md` and `STEM.png`, each atomically; the figure is drawn first,
     so that a plotting failure leaves no report behind."""
     from attd_cli.plots import render_compare_png
     from attd_core import atomic_write_text
 
-    json_path, md_path, png_path = (
-        stem.with_name(f"{stem.name}{s}") for s in (".json", ".md", ".png")
-    )
+    json_path, md_path, png_path = report_paths(stem)
     staging = render_compare_png(png_path, report)
     try:
         atomic_write_text(json_path, dump_json(report))

@@ -178,11 +178,8 @@ def schema_text(schema: dict[str, Any]) -> str:
 
 
 def write_schema(schema: dict[str, Any], output: str) -> Path:
-    path = Path(output)
-    if path.is_dir():
-        raise ConfigError(f"--output {output!r} is a folder; give a file path such as schema.json")
+    path = attd_core.check_destination(output, "--output")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         attd_core.atomic_write_text(path, schema_text(schema))
     except OSError as exc:
         raise ConfigError(f"--output {output!r}: cannot write: {exc.strerror}") from None

@@ -48,12 +48,10 @@ def export_data(
     out: Path,
 ) -> int:
     """Write `split`'s examples as JSON lines to `out` (atomically); returns how many."""
-    if out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a folder; give a file path such as data.jsonl")
     built = build_task(manager, task, preset, overrides)
+    attd_core.check_destination(out, "--out")  # before generating; creates missing folders
     examples = built.load_split(split)
     count = len(examples) if limit is None else min(limit, len(examples))
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with staging.open("w", encoding="utf-8") as handle:

@@ -2,7 +2,9 @@
 
 The helpers here (checking a run folder, parsing shifts, evaluating on a loaded run)
 are shared with `attd compare`. Everything that can fail without torch (a missing
-folder, an unknown shift, a summary that is not a run's) fails before torch loads.
+folder, an unknown shift, a summary that is not a run's, a folder it cannot write)
+fails before torch loads. The result is recorded holding the run folder's lock, so
+evaluations of one run may go on at once, each adding its entry.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +39,16 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"{str(path)!r} is not a run folder: it has no config.yaml")
     return path
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse a run folder `attd eval` could not record its result in, before it works."""
+    metrics = run_dir / "metrics.jsonl"
+    for path in (run_dir, *([metrics] if metrics.exists() else [])):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(
+                f"{str(path)!r} is not writable: attd eval records its result in the run folder"
+            )
 
 
 def parse_shifts(texts: Sequence[str], manager: PluginManager) -> list[ComponentChoice]:
@@ -105,9 +118,10 @@ def evaluate_run(
 
     path = check_run_dir(run_dir)
     RunSummary.read(path)  # fail before loading anything when there is no summary to extend
+    check_writable(path)
     shift_choice = parse_shifts([shift], manager)[0] if shift is not None else None
 
-    from attd_core import MetricsWriter, load_run
+    from attd_core import MetricsWriter, is_staging_name, load_run, lock_folder
 
     resolved, parts, device = load_run(path, manager, tta=[tta], overrides=overrides)
     canonical = resolved.config.eval.tta[0] if resolved.config.eval.tta else "none"
@@ -119,11 +133,13 @@ def evaluate_run(
     record = result.record()
     if shift_choice is not None:
         record["shift"] = shift_choice.canonical
-    summary = RunSummary.read(path)  # again: the evaluation took a while
-    summary.eval[key] = result.summary()
-    with MetricsWriter(path / "metrics.jsonl") as metrics:
-        metrics.write(record)
-    summary.write(path)
+    with lock_folder(path, what="run folder", wait=True) as lock:  # one writer at a time
+        lock.remove_leftovers(is_staging_name)  # what a killed writer left
+        summary = RunSummary.read(path)  # again: the evaluation took a while
+        summary.eval[key] = result.summary()
+        with MetricsWriter(path / "metrics.jsonl") as metrics:
+            metrics.write(record)
+        summary.write(path)
 
     console.print(result_table(summary.task, {key: summary.eval[key]}))
     console.print(f"[bold]recorded[/] {escape(key)} in {escape(str(path / 'summary.json'))}")

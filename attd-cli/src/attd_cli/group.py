@@ -42,6 +42,9 @@ def plugin_manager(ctx: click.Context) -> PluginManager:
 class AttdGroup(TyperGroup):
     """Shows errors as one line (Typer's own display off) and adds the plugins' commands.
 
+    Commands check where they will write before they work; a file system error that
+    still escapes (a disk that fills up) is one line naming the file, not a traceback.
+
     A plugin command named like a built-in one is not reachable: plugins add commands,
     they do not replace attd's.
     """
@@ -51,6 +54,8 @@ class AttdGroup(TyperGroup):
             result = super().main(*args, standalone_mode=False, **kwargs)
         except AttdError as exc:
             fail(str(exc))
+        except OSError as exc:  # a file system problem no check could foresee: a full disk
+            fail(os_error_message(exc))
         except typer.TyperException as exc:  # usage errors: bad option, missing value, ...
             if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
                 raise SystemExit(exc.exit_code) from None
@@ -67,6 +72,12 @@ class AttdGroup(TyperGroup):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return super().get_command(ctx, cmd_name) or _plugin_commands(ctx).get(cmd_name)
+
+
+def os_error_message(exc: OSError) -> str:
+    """`PATH: reason` for an error the system raised about a file (or the reason alone)."""
+    reason = exc.strerror or str(exc)
+    return reason if exc.filename is None else f"{exc.filename}: {reason}"
 
 
 def _plugin_commands(ctx: click.Context) -> dict[str, click.Command]:

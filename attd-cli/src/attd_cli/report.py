@@ -23,7 +23,14 @@ from rich.markup import escape
 from attd_cli.compare import ORACLE_NOTE
 from attd_cli.evaluate import CLEAN, check_run_dir
 from attd_cli.plots import stage_png, strategy_label
-from attd_core import ConfigError, EvalSummary, PhaseSummary, RunSummary, TrainSummary
+from attd_core import (
+    ConfigError,
+    EvalSummary,
+    PhaseSummary,
+    RunSummary,
+    TrainSummary,
+    check_destination,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -51,11 +58,12 @@ class RunFiles:
 def report(run_dir: str | Path, *, output: str | None, console: Console) -> list[Path]:
     """Read the run, write `report.md` and its two figures; returns the files written."""
     path = check_run_dir(run_dir)
+    if output is not None and not output.strip():
+        raise ConfigError("--output must name a folder (an empty name means the current one)")
     out = path if output is None else Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output {str(out)!r} exists and is not a folder")
+    for name in (REPORT_MD, TRAINING_PNG, EVAL_PNG):  # before any work; creates the folder
+        check_destination(out / name, "report file")
     run = read_run(path)
-    out.mkdir(parents=True, exist_ok=True)
     written = write_report(out, run)
     for file in written:
         console.print(f"[bold]wrote[/] {escape(str(file))}", highlight=False)

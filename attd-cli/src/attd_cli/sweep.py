@@ -19,7 +19,12 @@ letters, digits and `._=,+-` become `_`; a name that had to change, or is longer
   says which key differs);
 - a folder with `config.yaml` but no `summary.json` was left by a cell that failed or was
   killed: it is moved aside, into `DIR/.incomplete/CELL-TIMESTAMP` (nothing is deleted),
-  and the cell runs again from scratch.
+  and the cell runs again from scratch; one that a live process holds (a `--resume`
+  finishing it) stops the sweep with an error naming it.
+
+One sweep writes a folder at a time: it holds `DIR`'s lock throughout (see
+`attd_core.lock_folder`), and each cell's run holds its own folder's, so a second sweep
+into `DIR` exits with an error naming it.
 
 So re-running a sweep runs only what is missing, and adding values to a grid runs only
 the new cells. A cell that raises is recorded as failed with a one-line error and the
@@ -304,7 +309,47 @@ def sweep(
     """Run the grid's cells into `output_dir`, write `sweep.json`/`sweep.md`, print the
     table; returns the JSON report. With `jobs == 1` the cells run here, with `manager`;
     with more, in worker processes whose managers come from `manager_factory`
-    (picklable)."""
+    (picklable).
+
+    The sweep holds `output_dir`'s lock throughout, so a second sweep into it is refused
+    at once (and each cell's run holds its own folder's)."""
+    if not str(output_dir).strip():
+        raise ConfigError("--output-dir must name a folder (an empty name means this one)")
+    with attd_core.lock_folder(output_dir, what="sweep folder") as lock:
+        lock.remove_leftovers(attd_core.is_staging_name)  # sweep.json/md a killed sweep left
+        return _sweep(
+            manager,
+            task=task,
+            preset=preset,
+            config_files=config_files,
+            overrides=overrides,
+            grid=grid,
+            tta=tta,
+            seed=seed,
+            output_dir=lock.folder,
+            jobs=jobs,
+            console=console,
+            progress_console=progress_console,
+            manager_factory=manager_factory,
+        )
+
+
+def _sweep(
+    manager: PluginManager,
+    *,
+    task: str | None,
+    preset: str | None,
+    config_files: Sequence[str],
+    overrides: Sequence[str],
+    grid: Sequence[str],
+    tta: Sequence[str],
+    seed: int | None,
+    output_dir: Path,
+    jobs: int,
+    console: Console,
+    progress_console: Console,
+    manager_factory: Callable[[], PluginManager],
+) -> dict[str, Any]:
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
     if not grid:
@@ -316,7 +361,7 @@ def sweep(
     flags.update({"runtime.seed": "--seed"} if seed is not None else {})
     _check_axes(axes, flags)
     cells = plan_cells(axes)
-    out = _check_output_dir(Path(output_dir))
+    out = _check_output_dir(output_dir)
     settings = Settings(task, preset, tuple(config_files), tuple(overrides), tuple(tta), seed)
     threads = _threads_per_job(jobs)
 
@@ -448,8 +493,6 @@ def _run_parallel(
 
 
 def _check_output_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output dir {str(out)!r} exists and is not a folder")
     from attd_core import RUN_MARKERS
 
     for marker in RUN_MARKERS:
@@ -519,15 +562,19 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _move_aside(folder: Path, out: Path) -> Path:
-    """Rename an unfinished cell folder into `out/.incomplete/`; nothing is deleted."""
-    parking = out / INCOMPLETE
-    parking.mkdir(exist_ok=True)
-    stem = f"{folder.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    target, suffix = parking / stem, 1
-    while target.exists():
-        suffix += 1
-        target = parking / f"{stem}-{suffix}"
-    folder.rename(target)
+    """Rename an unfinished cell folder into `out/.incomplete/`; nothing is deleted.
+
+    A folder that a live process writes (`attd run --resume` finishing it) is not
+    moved: its lock says so, and the sweep stops with an error naming it."""
+    with attd_core.lock_folder(folder, what="unfinished cell folder"):
+        parking = out / INCOMPLETE
+        parking.mkdir(exist_ok=True)
+        stem = f"{folder.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        target, suffix = parking / stem, 1
+        while target.exists():
+            suffix += 1
+            target = parking / f"{stem}-{suffix}"
+        folder.rename(target)
     return target
 
 

@@ -90,13 +90,17 @@ if TYPE_CHECKING:
     from attd_core.runtime.config import resolve_run_config as resolve_run_config
     from attd_core.runtime.evaluator import EvalResult as EvalResult
     from attd_core.runtime.files import atomic_write_text as atomic_write_text
+    from attd_core.runtime.files import check_destination as check_destination
     from attd_core.runtime.files import fsync_file as fsync_file
+    from attd_core.runtime.files import is_staging_name as is_staging_name
     from attd_core.runtime.finished_run import load_run as load_run
     from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
     from attd_core.runtime.progress import progress_bar as progress_bar
-    from attd_core.runtime.run import RUN_MARKERS as RUN_MARKERS
     from attd_core.runtime.run import evaluate_strategies as evaluate_strategies
     from attd_core.runtime.run import run_experiment as run_experiment
+    from attd_core.runtime.run_folder import RUN_MARKERS as RUN_MARKERS
+    from attd_core.runtime.run_lock import FolderLock as FolderLock
+    from attd_core.runtime.run_lock import lock_folder as lock_folder
     from attd_core.runtime.stopped_run import resume_config as resume_config
     from attd_core.runtime.summary import EvalSummary as EvalSummary
     from attd_core.runtime.summary import PhaseSummary as PhaseSummary
@@ -151,11 +155,18 @@ _LAZY_NAMES = lazy_exports(
             "resolve_run_config",
         ),
         "attd_core.runtime.evaluator": ("EvalResult",),
-        "attd_core.runtime.files": ("atomic_write_text", "fsync_file"),
+        "attd_core.runtime.files": (
+            "atomic_write_text",
+            "check_destination",
+            "fsync_file",
+            "is_staging_name",
+        ),
         "attd_core.runtime.finished_run": ("load_run",),
         "attd_core.runtime.metrics": ("MetricsWriter",),
         "attd_core.runtime.progress": ("progress_bar",),
-        "attd_core.runtime.run": ("RUN_MARKERS", "evaluate_strategies", "run_experiment"),
+        "attd_core.runtime.run": ("evaluate_strategies", "run_experiment"),
+        "attd_core.runtime.run_folder": ("RUN_MARKERS",),
+        "attd_core.runtime.run_lock": ("FolderLock", "lock_folder"),
         "attd_core.runtime.stopped_run": ("resume_config",),
         "attd_core.runtime.summary": ("EvalSummary", "PhaseSummary", "RunSummary", "TrainSummary"),
         "attd_core.tasks": ("ClassificationTask",),

@@ -4,6 +4,11 @@ Full-size ListOps or Pathfinder take minutes to generate; a later run with the s
 config (seed included) memory-maps the Arrow file instead. A split is written to a
 temporary file and renamed into place only when complete, so an interrupted generation
 never leaves a file that a later run would read as a finished cache.
+
+One process generates into a config's folder at a time: it holds the folder's lock
+(`attd_core.lock_folder`), and a second process that needs a split meanwhile waits for
+it, then reads what the first one wrote instead of generating it again. Holding the
+lock, a process removes the temporary files that killed generations left.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
@@ -18,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from attd_core import atomic_write_text, fsync_file, progress_bar
+from attd_core import atomic_write_text, fsync_file, is_staging_name, lock_folder, progress_bar
 
 CACHE_ENV = "ATTD_CACHE_DIR"
 """Overrides the cache root (default `$XDG_CACHE_HOME/attd`, else `~/.cache/attd`)."""
@@ -73,10 +79,26 @@ def cached_split(
     folder = cache_root(root) / generator / config_key(generator, version, config)
     path = folder / f"{split}.arrow"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_config(folder / "config.json", generator, version, config)
-        _generate(path, features, chunks, total, f"generate {generator} {split}")
+        label = f"generate {generator} {split}"
+        with lock_folder(folder, what="data cache", wait=True, on_wait=_waiting(folder)) as lock:
+            lock.remove_leftovers(_is_leftover)
+            if not path.is_file():  # else another process generated it while this one waited
+                _write_config(folder / "config.json", generator, version, config)
+                _generate(path, features, chunks, total, label)
     return datasets.Dataset.from_file(str(path))
+
+
+def _is_leftover(name: str) -> bool:
+    """A temporary file of a generation (`.SPLIT.arrow.PID.tmp`) or of the config's
+    atomic write: in a folder this process holds, a killed process left it."""
+    return (name.startswith(".") and name.endswith(".tmp")) or is_staging_name(name)
+
+
+def _waiting(folder: Path) -> Callable[[], None]:
+    def tell() -> None:
+        sys.stderr.write(f"attd: waiting for another process writing the data cache {folder}\n")
+
+    return tell
 
 
 def _write_config(path: Path, generator: str, version: int, config: BaseModel) -> None:

@@ -29,6 +29,9 @@ from attd_core.runtime.files import apply_umask, fsync_file
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
+STAGING_PREFIX = f".{CHECKPOINT_DIR}-"
+"""Hidden folders a save builds in (and retires the old checkpoint to); a killed save
+leaves one, which the next run of the folder removes (`run_folder.remove_leftovers`)."""
 
 
 def save_checkpoint(
@@ -48,7 +51,7 @@ def save_checkpoint(
     """
     run_dir = Path(run_dir)
     target = run_dir / CHECKPOINT_DIR
-    staging = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-", dir=run_dir))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=run_dir))
     try:
         files = {
             WEIGHTS_FILE: model.state_dict(),
@@ -97,7 +100,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     if not target.exists():
         os.replace(staging, target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-old-", dir=target.parent))
+    retired = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}old-", dir=target.parent))
     os.replace(target, retired / CHECKPOINT_DIR)
     os.replace(staging, target)
     shutil.rmtree(retired, ignore_errors=True)

@@ -177,6 +177,7 @@ class CheckpointMetadata(_Open):
     step: Count
     epochs: Count = 0
     loss: float | None = Field(None, allow_inf_nan=True)
+    seconds: Rate = Field(0.0, description="Training wall time; absent before attd recorded it.")
     task: str | None = None
     backbone: str | None = None
     scan_backend: str | None = None

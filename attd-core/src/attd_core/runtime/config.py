@@ -142,6 +142,14 @@ class RuntimeConfig(_Section):
         description="Also log to RUN_DIR/tensorboard when the tensorboard package is installed.",
     )
 
+    @field_validator("output_dir")
+    @classmethod
+    def _names_a_folder(cls, value: str | None) -> str | None:
+        """An empty name would put the run's files in the current folder."""
+        if value is not None and not value.strip():
+            raise ValueError("must name a folder (an empty name means the current folder)")
+        return value
+
 
 class RunConfig(_Section):
     task: ComponentConfig

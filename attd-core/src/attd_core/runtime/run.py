@@ -2,15 +2,15 @@
 
 A run owns one folder: `config.yaml` (written first, so even a crashed run says what it
 was), `metrics.jsonl`, `checkpoint/` and `summary.json` (written last, atomically, so its
-presence means the run finished). Finishing a stopped run's folder and rebuilding a
-finished one live beside this module, in `stopped_run.py` and `finished_run.py`.
+presence means the run finished). Choosing and locking the folder (one writer at a
+time), finishing a stopped run's folder and rebuilding a finished one live beside this
+module, in `run_folder.py`, `stopped_run.py` and `finished_run.py`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,11 @@ from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.regimes import meta_loss, train_controller
 from attd_core.runtime.resume import TrainingState
+from attd_core.runtime.run_folder import claimed_output_dir
 from attd_core.runtime.stopped_run import restart_point
-from attd_core.runtime.summary import SUMMARY_FILE, PhaseSummary, RunSummary, TrainSummary
+from attd_core.runtime.summary import PhaseSummary, RunSummary, TrainSummary
 from attd_core.runtime.trainer import TrainResult, train
 from attd_core.tta.strategies import InnerLoopStrategy
-
-RUN_MARKERS = ("config.yaml", SUMMARY_FILE)
-"""Files whose presence means a folder already holds a run."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,21 @@ def run_experiment(
     distributed, device = start_distributed(select_device(config.runtime.device))
     if resume and distributed.active:
         raise ConfigError("--resume finishes a run in one process; start it without torchrun")
-    output_dir = _shared_output_dir(resolved, resume, distributed)
+    with claimed_output_dir(resolved, resume, distributed) as output_dir:
+        return _run_in(output_dir, resolved, manager, device, distributed, console, resume)
+
+
+def _run_in(
+    output_dir: Path,
+    resolved: ResolvedConfig,
+    manager: PluginManager,
+    device: torch.device,
+    distributed: Distributed,
+    console: Console | None,
+    resume: bool,
+) -> RunSummary | None:
+    """`run_experiment` in its run folder, which rank 0 holds the lock of."""
+    config = resolved.config
     seed_everything(config.runtime.seed)
     configure_threads(config.runtime.threads)
     parts = build_components(resolved, manager, device)
@@ -94,7 +106,6 @@ def run_experiment(
         stop_distributed()
         return None
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     restart = restart_point(output_dir, parts.model, parts.training, resolved) if resume else None
     if not resume:
         atomic_write_text(
@@ -118,6 +129,7 @@ def run_experiment(
                 **_checkpoint_record(parts, resolved, trained.steps),
                 "epochs": trained.epochs,
                 "loss": trained.loss,
+                "seconds": trained.seconds,
             },
             extra=extra,
         )
@@ -145,23 +157,6 @@ def run_experiment(
     )
     summary.write(output_dir)
     return summary
-
-
-def _shared_output_dir(resolved: ResolvedConfig, resume: bool, distributed: Distributed) -> Path:
-    """The run folder: chosen by rank 0 (a default name holds the time) for every rank."""
-    config = resolved.config
-    if resume:
-        return Path(str(config.runtime.output_dir))
-    chosen: tuple[str, str] = ("", "")
-    if distributed.is_main:
-        try:
-            chosen = ("ok", str(choose_output_dir(config.runtime.output_dir, config.task.name)))
-        except ConfigError as exc:
-            chosen = ("error", str(exc))
-    status, value = distributed.broadcast(chosen)
-    if status == "error":
-        raise ConfigError(value)
-    return Path(value)
 
 
 def _checkpoint_record(parts: Components, resolved: ResolvedConfig, step: int) -> dict[str, Any]:
@@ -356,24 +351,3 @@ def scan_backend(model: AttdModel) -> str | None:
     Backbones that run a scan expose `scan_backend_used`; others (attention) have none.
     """
     return getattr(model.backbone, "scan_backend_used", None)
-
-
-def choose_output_dir(requested: str | None, task: str) -> Path:
-    """The run folder: `requested`, which must not hold a run, or a fresh timestamped one."""
-    if requested is not None:
-        path = Path(requested)
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"output dir {str(path)!r} exists and is not a folder")
-        for marker in RUN_MARKERS:
-            if (path / marker).exists():
-                raise ConfigError(
-                    f"output dir {str(path)!r} already holds a run ({marker}); "
-                    "choose another --output-dir"
-                )
-        return path
-    stem = Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}"
-    path, suffix = stem, 1
-    while path.exists():
-        suffix += 1
-        path = stem.with_name(f"{stem.name}-{suffix}")
-    return path

@@ -3,8 +3,8 @@
 `attd run --resume RUN_DIR` finishes a run folder that has `config.yaml` but no
 `summary.json`. Training goes on from the last resumable checkpoint (the state that
 `resume.py` saves), from the start when none was written yet, or not at all when
-training had finished; records of the lost work leave `metrics.jsonl`; evaluation runs
-again.
+training had finished (its recorded time is kept); records of the lost work leave
+`metrics.jsonl`; evaluation runs again.
 """
 
 from __future__ import annotations
@@ -40,14 +40,20 @@ def resume_config(run_dir: str | Path, manager: PluginManager) -> ResolvedConfig
     Training goes on to the same weights as a run never stopped.
     """
     run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
+    check_unfinished(run_dir)
+    return resolve_run_config(manager, config_files=[run_dir / "config.yaml"], output_dir=run_dir)
+
+
+def check_unfinished(run_dir: Path) -> None:
+    """Refuse a folder that is not a stopped run: checked when the resume is asked for,
+    and again once the run holds the folder's lock (another process may have finished
+    it meanwhile)."""
+    if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no config.yaml")
     if (run_dir / SUMMARY_FILE).exists():
         raise ConfigError(
             f"run {str(run_dir)!r} has finished (it has {SUMMARY_FILE}): nothing to resume"
         )
-    return resolve_run_config(manager, config_files=[config_file], output_dir=run_dir)
 
 
 def restart_point(
@@ -81,7 +87,8 @@ def restart_point(
         if training is not None:
             load_extra(run_dir, "strategy", training)
         _trim_metrics(run_dir, lambda record: record.get("event") != "eval")
-        return TrainResult(step, metadata.get("epochs", 0), metadata.get("loss"), 0.0)
+        seconds = metadata.get("seconds", 0.0)  # absent before attd recorded it
+        return TrainResult(step, metadata.get("epochs", 0), metadata.get("loss"), seconds)
     tensors = {name: load_tensors(run_dir, name) for name in (OPTIMIZER_FILE, RNG_FILE)}
     state = TrainingState.from_files(metadata["training"], tensors)
     _trim_metrics(run_dir, lambda record: record.get("event") == "train" and record["step"] <= step)
