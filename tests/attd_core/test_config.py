@@ -377,6 +377,51 @@ def test_a_scalar_section_in_a_config_file_is_refused_naming_the_file(manager, t
     assert resolve(manager, overrides=["train.epochs=2"]).config.train.lr == 0.01
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["train.lr=.inf", "train.lr=.nan", "train.lambda_cost=.inf", "model.backbone.dt_max=.inf"],
+)
+def test_non_finite_floats_are_refused_naming_the_key(manager, override):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, overrides=[override])
+    assert key in str(caught.value) and "finite number" in str(caught.value)
+
+
+def test_a_non_finite_float_in_a_tta_spec_is_refused(manager):
+    with pytest.raises(ConfigError, match="lr: Input should be a finite number"):
+        resolve(manager, tta=["fixed:2,lr=inf"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragments"),
+    [
+        ({"tta": ["fixed:1000000000"]}, ["fixed:1000000000", "k", "less than or equal to 1000"]),
+        ({"tta": ["adaptive:5000"]}, ["k_max", "less than or equal to 1000"]),
+        ({"tta": ["oracle:2000"]}, ["k_max", "less than or equal to 1000"]),
+        ({"overrides": ["model.backbone.d_model=1000000"]}, ["d_model", "16384"]),
+        ({"overrides": ["model.backbone.n_layers=1000"]}, ["n_layers", "256"]),
+        ({"overrides": ["model.backbone.d_state=100000"]}, ["d_state", "4096"]),
+        ({"overrides": ["model.backbone.expand=1000"]}, ["expand", "64"]),
+        ({"overrides": ["model.backbone.d_conv=1000"]}, ["d_conv", "256"]),
+        ({"overrides": ["model.backbone=transformer", "model.backbone.n_heads=4096"]},
+         ["n_heads", "1024"]),
+        ({"overrides": ["model.adapter.rank=100000"]}, ["rank", "4096"]),
+        ({"overrides": ["train.batch_size=1000000"]}, ["train.batch_size", "65536"]),
+        ({"overrides": ["train.epochs=1000000"]}, ["train.epochs", "100000"]),
+        ({"overrides": ["train.max_steps=1000000000"]}, ["train.max_steps", "100000000"]),
+        ({"overrides": ["train.controller_steps=1000000000"]}, ["controller_steps", "100000000"]),
+        ({"overrides": ["eval.limit=10000000000"]}, ["eval.limit", "1000000000"]),
+        ({"overrides": ["runtime.threads=100000"]}, ["runtime.threads", "4096"]),
+    ],
+)  # fmt: skip
+def test_every_count_has_an_upper_bound_that_the_message_states(manager, kwargs, fragments):
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
 def test_no_task_says_how_to_pass_one(manager):
     with pytest.raises(ConfigError, match=r"no task: pass --task NAME \(available: toy\)"):
         resolve_run_config(manager)

@@ -26,6 +26,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from attd_core.errors import ConfigError, describe_validation_error
+from attd_core.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_EXAMPLES,
+    MAX_OPTIMIZER_STEPS,
+    MAX_SEED,
+    MAX_THREADS,
+)
 from attd_core.plugins import PluginManager
 from attd_core.spec_strings import ComponentChoice, canonical_text, parse_component
 from attd_core.specs import TaskSpec
@@ -40,7 +48,10 @@ COMPONENT_PATHS: dict[tuple[str, ...], str] = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A config section: unknown keys and non-finite floats (`lr=.inf`) are errors, and
+    every count has an upper bound from `attd_core.limits`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ComponentConfig(BaseModel):
@@ -79,21 +90,24 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """The base regime: AdamW, linear warm-up then cosine decay, gradient clipping."""
 
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="If set, overrides epochs.")
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_OPTIMIZER_STEPS, description="If set, overrides epochs."
+    )
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, le=MAX_OPTIMIZER_STEPS)
     checkpoint_every: int | None = Field(
         200,
         ge=1,
+        le=MAX_OPTIMIZER_STEPS,
         description="Save a resumable checkpoint (optimizer, schedule, RNG) every N steps; "
         "none: only at the end.",
     )
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (if the task can measure them)."
     )
@@ -112,7 +126,9 @@ class TrainConfig(_Section):
     meta_order: Literal["first", "second"] = Field(
         "first", description="Differentiate through the inner loop to first or second order."
     )
-    controller_steps: int = Field(100, ge=1, description="Optimiser steps of the controller phase.")
+    controller_steps: int = Field(
+        100, ge=1, le=MAX_OPTIMIZER_STEPS, description="Optimiser steps of the controller phase."
+    )
     controller_lr: float = Field(1e-2, gt=0, description="Learning rate of the controller phase.")
 
 
@@ -122,11 +138,15 @@ class EvalConfig(_Section):
     tta: list[str] = Field(default_factory=list)
     objective: ComponentConfig = _component("entropy-kl")
     split: str = "test"
-    limit: int | None = Field(None, ge=1, description="Evaluate on the first N examples.")
+    limit: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Evaluate on the first N examples."
+    )
     calibration_split: str = Field(
         "validation", description="Split that calibrates untrained controllers."
     )
-    calibration_limit: int = Field(256, ge=1, description="Calibration examples used.")
+    calibration_limit: int = Field(
+        256, ge=1, le=MAX_EXAMPLES, description="Calibration examples used."
+    )
     shift: str | None = Field(
         None, description="Evaluate under this test-time shift, e.g. token-deletion:3."
     )
@@ -138,9 +158,9 @@ class EvalConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     output_dir: str | None = None
     tensorboard: bool = Field(
         False,
