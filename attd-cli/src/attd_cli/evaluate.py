@@ -8,8 +8,6 @@ folder, an unknown shift, a summary that is not a run's) fails before torch load
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from attd_core import ComponentChoice, ConfigError, PluginManager, RunSummary, parse_component
+from attd_core import (
+    ComponentChoice,
+    ConfigError,
+    PluginManager,
+    RunSummary,
+    json_text,
+    parse_component,
+)
 
 if TYPE_CHECKING:
     from attd_core import EvalResult
@@ -70,19 +75,9 @@ def evaluate_loaded(
     return results
 
 
-def finite(value: Any) -> Any:
-    """`value` with every non-finite float (recursively) replaced by None: valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
-
-
 def dump_json(data: Any) -> str:
-    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+    """`data` as indented strict JSON (non-finite numbers as null), ending in a newline."""
+    return json_text(data, indent=2) + "\n"
 
 
 def evaluate_run(

@@ -42,6 +42,7 @@ from attd_core.interfaces import (
     Task,
     TTAStrategy,
 )
+from attd_core.json_text import json_text
 from attd_core.lazy import lazy_exports
 from attd_core.options import InnerLoopOptions
 from attd_core.plugins import PluginManager, PluginRow, get_plugin_manager
@@ -231,6 +232,7 @@ __all__ = [
     "filled_options",
     "get_plugin_manager",
     "hookimpl",
+    "json_text",
     "lazy_exports",
     "parse_component",
     *_LAZY_NAMES,
