@@ -19,6 +19,7 @@ from attd_core.errors import (
     CheckpointError,
     ConfigError,
     PluginError,
+    TrainingDivergedError,
     UnknownComponentError,
     describe_validation_error,
 )
@@ -226,6 +227,7 @@ __all__ = [
     "TTAStrategy",
     "Task",
     "TaskSpec",
+    "TrainingDivergedError",
     "UnknownComponentError",
     "__version__",
     "describe_validation_error",
