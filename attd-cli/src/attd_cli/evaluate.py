@@ -63,9 +63,16 @@ def evaluate_loaded(
     shifts: Sequence[ComponentChoice | None],
     progress_console: Console | None,
 ) -> dict[str, dict[str, EvalResult]]:
-    """Every strategy of `parts` under each shift (None: clean), keyed by shift then tta."""
-    from attd_core import evaluate_strategies
+    """Every strategy of `parts` under each shift (None: clean), keyed by shift then tta.
 
+    Each shift is tried on a batch of the task first, so one that does not fit the task
+    fails before any evaluation runs.
+    """
+    from attd_core import check_shift, evaluate_strategies
+
+    for choice in shifts:
+        if choice is not None:
+            check_shift(parts.task, choice, config.eval.split, config.task.name)
     results = {}
     for choice in shifts:
         shift = None if choice is None else choice.create()

@@ -97,6 +97,7 @@ if TYPE_CHECKING:
     from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
     from attd_core.runtime.progress import progress_bar as progress_bar
     from attd_core.runtime.run import RUN_MARKERS as RUN_MARKERS
+    from attd_core.runtime.run import check_shift as check_shift
     from attd_core.runtime.run import evaluate_strategies as evaluate_strategies
     from attd_core.runtime.run import run_experiment as run_experiment
     from attd_core.runtime.stopped_run import resume_config as resume_config
@@ -157,7 +158,12 @@ _LAZY_NAMES = lazy_exports(
         "attd_core.runtime.finished_run": ("load_run",),
         "attd_core.runtime.metrics": ("MetricsWriter",),
         "attd_core.runtime.progress": ("progress_bar",),
-        "attd_core.runtime.run": ("RUN_MARKERS", "evaluate_strategies", "run_experiment"),
+        "attd_core.runtime.run": (
+            "RUN_MARKERS",
+            "check_shift",
+            "evaluate_strategies",
+            "run_experiment",
+        ),
         "attd_core.runtime.stopped_run": ("resume_config",),
         "attd_core.runtime.summary": ("EvalSummary", "PhaseSummary", "RunSummary", "TrainSummary"),
         "attd_core.tasks": ("ClassificationTask",),
