@@ -176,12 +176,44 @@ def test_resolved_yaml_round_trips(manager, tmp_path):
     assert again.config.eval.tta == ["fixed:2,grad_clip=0.5"]
 
 
-def test_naming_another_component_drops_the_old_ones_options(manager, tmp_path):
-    config_file = write_yaml(tmp_path / "m.yaml", {"model": {"backbone": {"d_model": 32}}})
+def test_naming_another_component_drops_the_options_given_with_the_old_name(manager, tmp_path):
+    named = {"model": {"backbone": {"name": "mamba", "d_model": 32, "d_state": 8}}}
+    config_file = write_yaml(tmp_path / "m.yaml", named)
     resolved = resolve(manager, config_files=[config_file], backbone="other")
     assert resolved.to_yaml_dict()["model"]["backbone"] == {"name": "other", "width": 16}
     same = resolve(manager, config_files=[config_file], backbone="mamba")
     assert same.to_yaml_dict()["model"]["backbone"]["d_model"] == 32
+
+
+def test_options_given_without_a_name_follow_the_chosen_component(manager, tmp_path):
+    """`--set model.backbone.d_model=128 --backbone transformer` used to drop the 128."""
+    resolved = resolve(manager, overrides=["model.backbone.d_model=128"], backbone="transformer")
+    assert resolved.backbone.canonical.startswith("transformer")
+    assert resolved.backbone.options.d_model == 128
+    unnamed = write_yaml(tmp_path / "m.yaml", {"model": {"backbone": {"d_model": 96}}})
+    from_file = resolve(manager, config_files=[unnamed], overrides=["model.backbone=hybrid"])
+    assert from_file.backbone.options.d_model == 96
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "source"),
+    [
+        ({"overrides": ["model.backbone.d_state=8"]}, "--set 'model.backbone.d_state=8'"),
+        ({"config_files": ["unnamed.yaml"]}, "config file"),
+    ],
+)
+def test_an_option_the_chosen_component_lacks_is_refused_by_source(
+    manager, tmp_path, kwargs, source
+):
+    if "config_files" in kwargs:
+        path = write_yaml(tmp_path / "unnamed.yaml", {"model": {"backbone": {"d_state": 8}}})
+        kwargs = {"config_files": [path]}
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, backbone="transformer", **kwargs)
+    message = str(caught.value)
+    assert message.startswith(source)
+    assert "sets model.backbone.d_state, which backbone 'transformer' does not take: " in message
+    assert "choose a backbone that has it (hybrid, mamba)" in message
 
 
 class ShapedPlugin:
@@ -309,6 +341,85 @@ def test_bad_tta_specs_name_the_bad_part(manager, tta, fragments):
 def test_unknown_components_list_what_is_available(manager, kwargs, message):
     with pytest.raises(UnknownComponentError, match=message):
         resolve(manager, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train=5", "--set 'train=5': train is a section and takes a mapping of settings "
+         "(train.NAME=VALUE), not 5"),
+        ("task=5", "--set 'task=5': task takes the task's name or a mapping of its name and "
+         "options, not 5"),
+        ("eval=[1]", "--set 'eval=[1]': eval is a section"),
+        ("runtime=null", "--set 'runtime=null': runtime is a section"),
+        ("model.backbone=3",
+         "--set 'model.backbone=3': model.backbone takes the backbone's name"),
+        ("eval.objective=true",
+         "--set 'eval.objective=true': eval.objective takes the objective's name"),
+    ],
+)  # fmt: skip
+def test_a_scalar_where_a_section_belongs_is_refused(manager, override, message):
+    """`--set train=5 --set train.epochs=2` used to reset the task's lr 0.01 to 0.001."""
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, overrides=[override, "train.epochs=2"])
+    assert str(caught.value).startswith(message)
+
+
+def test_a_scalar_section_in_a_config_file_is_refused_naming_the_file(manager, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, config_files=[path], overrides=["train.epochs=2"])
+    assert str(caught.value) == (
+        f"config file {str(path)!r}: train is a section and takes a mapping of settings "
+        "(train.NAME=VALUE), not 5"
+    )
+    assert resolve(manager, overrides=["train.epochs=2"]).config.train.lr == 0.01
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.lr=.inf", "train.lr=.nan", "train.lambda_cost=.inf", "model.backbone.dt_max=.inf"],
+)
+def test_non_finite_floats_are_refused_naming_the_key(manager, override):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, overrides=[override])
+    assert key in str(caught.value) and "finite number" in str(caught.value)
+
+
+def test_a_non_finite_float_in_a_tta_spec_is_refused(manager):
+    with pytest.raises(ConfigError, match="lr: Input should be a finite number"):
+        resolve(manager, tta=["fixed:2,lr=inf"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragments"),
+    [
+        ({"tta": ["fixed:1000000000"]}, ["fixed:1000000000", "k", "less than or equal to 1000"]),
+        ({"tta": ["adaptive:5000"]}, ["k_max", "less than or equal to 1000"]),
+        ({"tta": ["oracle:2000"]}, ["k_max", "less than or equal to 1000"]),
+        ({"overrides": ["model.backbone.d_model=1000000"]}, ["d_model", "16384"]),
+        ({"overrides": ["model.backbone.n_layers=1000"]}, ["n_layers", "256"]),
+        ({"overrides": ["model.backbone.d_state=100000"]}, ["d_state", "4096"]),
+        ({"overrides": ["model.backbone.expand=1000"]}, ["expand", "64"]),
+        ({"overrides": ["model.backbone.d_conv=1000"]}, ["d_conv", "256"]),
+        ({"overrides": ["model.backbone=transformer", "model.backbone.n_heads=4096"]},
+         ["n_heads", "1024"]),
+        ({"overrides": ["model.adapter.rank=100000"]}, ["rank", "4096"]),
+        ({"overrides": ["train.batch_size=1000000"]}, ["train.batch_size", "65536"]),
+        ({"overrides": ["train.epochs=1000000"]}, ["train.epochs", "100000"]),
+        ({"overrides": ["train.max_steps=1000000000"]}, ["train.max_steps", "100000000"]),
+        ({"overrides": ["train.controller_steps=1000000000"]}, ["controller_steps", "100000000"]),
+        ({"overrides": ["eval.limit=10000000000"]}, ["eval.limit", "1000000000"]),
+        ({"overrides": ["runtime.threads=100000"]}, ["runtime.threads", "4096"]),
+    ],
+)  # fmt: skip
+def test_every_count_has_an_upper_bound_that_the_message_states(manager, kwargs, fragments):
+    with pytest.raises(ConfigError) as caught:
+        resolve(manager, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
 
 
 def test_no_task_says_how_to_pass_one(manager):

@@ -23,8 +23,7 @@ TINY = [
     "model.backbone.d_model=8",
     "model.backbone.n_layers=1",
     "model.backbone.d_state=4",
-    "model.adapter.rank=1",
-    "model.adapter.init_scale=1.0",
+    "model.adapter={name: delta-ssm, rank: 1, init_scale: 1.0}",  # dropped for another adapter
     "train.max_steps=4",
     "train.batch_size=8",
 ]

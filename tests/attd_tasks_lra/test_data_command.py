@@ -82,6 +82,16 @@ def test_a_field_that_is_not_json_is_named():
         data_module.record(Task(), {"blob": b"x", "label": 1}, 0)
 
 
+def test_a_non_finite_field_is_exported_as_null():
+    """A missing value in a numeric column (NaN) used to be written as a bare NaN."""
+
+    class Task:
+        pass
+
+    line = data_module.record(Task(), {"score": float("nan"), "label": 1}, 0)
+    assert line == '{"score": null, "label": 1}'
+
+
 def test_info_reports_sizes_lengths_and_label_counts():
     result = invoke("data", "info", "--task", "listops", *TINY, "--limit", "8", "--json")
     assert result.exit_code == 0, result.output

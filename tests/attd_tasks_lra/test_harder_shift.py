@@ -53,3 +53,22 @@ def test_harder_needs_a_generated_task(tmp_path):
         harder(1).load_split(task, "test")
     with pytest.raises(ConfigError, match="needs a generated task .* TinyTask cannot"):
         harder(1).load_split(TinyTask(), "test")
+
+
+def test_harder_on_a_task_that_cannot_make_harder_instances_is_refused_before_training(
+    tmp_path,
+):
+    """It used to fail after the whole training, when the evaluation asked for the split."""
+    from typer.testing import CliRunner
+
+    from attd_cli.app import app
+
+    out = tmp_path / "run"
+    args = ["run", "--task", "image-classification", "--shift", "harder:2"]
+    result = CliRunner().invoke(app, [*args, "--output-dir", str(out)])  # installed plugins
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        "error: eval.shift 'harder:2' does not fit task 'image-classification': shift 'harder' "
+        "needs a generated task"
+    )
+    assert not out.exists()

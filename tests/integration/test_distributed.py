@@ -69,3 +69,22 @@ def test_two_processes_train_like_one(tmp_path):
         "checkpoint",
         "summary.json",
     }
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_every_process(tmp_path):
+    """Every process sees the whole batch's loss, so all of them stop at the same step:
+    none waits forever for the others, and the run folder holds no result."""
+    env = {**os.environ, "ATTD_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    torchrun = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, *torchrun, "-m", "attd_cli", *ARGS,
+        "--set", "train.lr=1e6", "--output-dir", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert result.stderr.count("error: training diverged at step") == 2, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["config.yaml", "metrics.jsonl"]

@@ -410,11 +410,10 @@ def data_info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print split sizes, token-length statistics and label balance."""
-    import json
-
     from rich.console import Console
 
     from attd_cli.data import data_info, info_table
+    from attd_core import json_text
 
     info = data_info(
         plugin_manager(ctx),
@@ -425,7 +424,7 @@ def data_info_command(
         overrides=overrides or [],
     )
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        typer.echo(json_text(info, indent=2))
     else:
         Console().print(info_table(task, info))
 

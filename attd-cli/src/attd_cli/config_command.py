@@ -10,7 +10,6 @@ installed plugins' components, each with its own options. Nothing here imports t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +57,7 @@ def show_config(
     )
     data = resolved.to_yaml_dict()
     if fmt == "json":
-        return json.dumps(data, indent=2) + "\n"
+        return attd_core.json_text(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -174,7 +173,7 @@ def config_schema(manager: PluginManager, tasks: Sequence[str] = ()) -> dict[str
 
 
 def schema_text(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2) + "\n"
+    return attd_core.json_text(schema, indent=2) + "\n"
 
 
 def write_schema(schema: dict[str, Any], output: str) -> Path:

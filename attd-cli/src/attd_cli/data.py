@@ -66,11 +66,12 @@ def export_data(
 
 def record(task: Any, example: Any, index: int) -> str:
     """One JSON line: the task's own form of an example (`export_record`), else its plain
-    fields; a field JSON cannot hold is named."""
+    fields; a field JSON cannot hold is named. A non-finite number (a missing value in
+    a numeric column) is written as null: strict JSON has no NaN."""
     export = getattr(task, "export_record", None)
     row = export(example) if export is not None else dict(example)
     try:
-        return json.dumps(row)
+        return attd_core.json_text(row)
     except TypeError:
         bad = next(key for key, value in row.items() if not _is_json(value))
         raise ConfigError(

@@ -10,8 +10,6 @@ evaluations of one run may go on at once, each adding its entry.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from attd_core import ComponentChoice, ConfigError, PluginManager, RunSummary, parse_component
+from attd_core import (
+    ComponentChoice,
+    ConfigError,
+    PluginManager,
+    RunSummary,
+    json_text,
+    parse_component,
+)
 
 if TYPE_CHECKING:
     from attd_core import EvalResult
@@ -71,9 +76,16 @@ def evaluate_loaded(
     shifts: Sequence[ComponentChoice | None],
     progress_console: Console | None,
 ) -> dict[str, dict[str, EvalResult]]:
-    """Every strategy of `parts` under each shift (None: clean), keyed by shift then tta."""
-    from attd_core import evaluate_strategies
+    """Every strategy of `parts` under each shift (None: clean), keyed by shift then tta.
 
+    Each shift is tried on a batch of the task first, so one that does not fit the task
+    fails before any evaluation runs.
+    """
+    from attd_core import check_shift, evaluate_strategies
+
+    for choice in shifts:
+        if choice is not None:
+            check_shift(parts.task, choice, config.eval.split, config.task.name)
     results = {}
     for choice in shifts:
         shift = None if choice is None else choice.create()
@@ -83,19 +95,9 @@ def evaluate_loaded(
     return results
 
 
-def finite(value: Any) -> Any:
-    """`value` with every non-finite float (recursively) replaced by None: valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
-
-
 def dump_json(data: Any) -> str:
-    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+    """`data` as indented strict JSON (non-finite numbers as null), ending in a newline."""
+    return json_text(data, indent=2) + "\n"
 
 
 def evaluate_run(

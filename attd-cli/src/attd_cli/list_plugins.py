@@ -6,13 +6,12 @@ not even import rich, since it is what scripts call.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from attd_core import PluginManager, PluginRow
+from attd_core import PluginManager, PluginRow, json_text
 
 if TYPE_CHECKING:
     from attd_cli.tables import WrappingTable
@@ -24,7 +23,7 @@ def list_plugins(manager: PluginManager, *, as_json: bool) -> None:
     """Print every registered component, broken plugin and rejected duplicate to stdout."""
     rows = manager.rows()
     if as_json:
-        sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+        sys.stdout.write(json_text([asdict(row) for row in rows], indent=2) + "\n")
     else:
         from rich.console import Console
 

@@ -59,7 +59,6 @@ from rich.console import Console
 from rich.markup import escape
 
 import attd_core
-from attd_cli.evaluate import finite
 from attd_cli.tables import WrappingTable
 from attd_core import AttdError, ConfigError, PluginManager, RunSummary, get_plugin_manager
 
@@ -586,9 +585,7 @@ def write_reports(out: Path, report: Mapping[str, Any]) -> list[Path]:
     from attd_core import atomic_write_text
 
     json_path, md_path = (out / f"{REPORT_STEM}{suffix}" for suffix in (".json", ".md"))
-    atomic_write_text(
-        json_path, json.dumps(finite(report), indent=2, allow_nan=False, default=str) + "\n"
-    )
+    atomic_write_text(json_path, attd_core.json_text(report, indent=2, default=str) + "\n")
     atomic_write_text(md_path, markdown(report))
     return [json_path, md_path]
 

@@ -19,6 +19,7 @@ from attd_core.errors import (
     CheckpointError,
     ConfigError,
     PluginError,
+    TrainingDivergedError,
     UnknownComponentError,
     describe_validation_error,
 )
@@ -42,6 +43,7 @@ from attd_core.interfaces import (
     Task,
     TTAStrategy,
 )
+from attd_core.json_text import json_text
 from attd_core.lazy import lazy_exports
 from attd_core.options import InnerLoopOptions
 from attd_core.plugins import PluginManager, PluginRow, get_plugin_manager
@@ -96,6 +98,7 @@ if TYPE_CHECKING:
     from attd_core.runtime.finished_run import load_run as load_run
     from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
     from attd_core.runtime.progress import progress_bar as progress_bar
+    from attd_core.runtime.run import check_shift as check_shift
     from attd_core.runtime.run import evaluate_strategies as evaluate_strategies
     from attd_core.runtime.run import run_experiment as run_experiment
     from attd_core.runtime.run_folder import RUN_MARKERS as RUN_MARKERS
@@ -164,7 +167,7 @@ _LAZY_NAMES = lazy_exports(
         "attd_core.runtime.finished_run": ("load_run",),
         "attd_core.runtime.metrics": ("MetricsWriter",),
         "attd_core.runtime.progress": ("progress_bar",),
-        "attd_core.runtime.run": ("evaluate_strategies", "run_experiment"),
+        "attd_core.runtime.run": ("check_shift", "evaluate_strategies", "run_experiment"),
         "attd_core.runtime.run_folder": ("RUN_MARKERS",),
         "attd_core.runtime.run_lock": ("FolderLock", "lock_folder"),
         "attd_core.runtime.stopped_run": ("resume_config",),
@@ -236,12 +239,14 @@ __all__ = [
     "TTAStrategy",
     "Task",
     "TaskSpec",
+    "TrainingDivergedError",
     "UnknownComponentError",
     "__version__",
     "describe_validation_error",
     "filled_options",
     "get_plugin_manager",
     "hookimpl",
+    "json_text",
     "lazy_exports",
     "parse_component",
     *_LAZY_NAMES,

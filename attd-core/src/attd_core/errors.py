@@ -33,6 +33,21 @@ class CheckpointError(AttdError):
     """A checkpoint that is missing, truncated, pickled or does not match the model."""
 
 
+class TrainingDivergedError(AttdError):
+    """Training reached a non-finite loss (or weights): the run stops, rather than save
+    a model of NaNs and report its evaluation as a result.
+
+    `phase` is `training` or `controller training`, `step` the 1-based optimiser step
+    whose loss (or update) went non-finite, `value` that loss (None when the loss was
+    finite and the weights were not).
+    """
+
+    def __init__(self, phase: str, step: int, value: float | None, hint: str) -> None:
+        self.phase, self.step, self.value = phase, step, value
+        what = f"the loss is {value}" if value is not None else "the weights are not finite"
+        super().__init__(f"{phase} diverged at step {step}: {what}; {hint}")
+
+
 def describe_validation_error(exc: Any, prefix: str = "") -> str:
     """One line per problem of a pydantic `ValidationError`: key path, message, bad value."""
     lines = []

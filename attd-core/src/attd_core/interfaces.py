@@ -343,6 +343,12 @@ class Shift(Protocol):
     A shift that draws different examples instead (harder instances of a generated
     task) also defines `load_split(task, split)`, which the evaluator then reads in
     place of `task.load_split(split)`; its `apply` returns the batch unchanged.
+
+    A shift that cannot handle a task's inputs (pixel shifts need one token per pixel,
+    token shifts integer tokens) raises `ConfigError` from `apply` (or `load_split`),
+    saying what it needs. The runtime applies it to a batch of two examples before
+    anything trains or evaluates (`attd_core.check_shift`), so such a mismatch stops the
+    run at once, naming the shift and the task.
     """
 
     def apply(self, batch: Batch, generator: Any) -> Batch: ...

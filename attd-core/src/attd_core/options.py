@@ -1,7 +1,8 @@
 """Option models of attd-core's built-in components.
 
 They live apart from the components so that registering them (and listing plugins)
-imports pydantic only, not torch.
+imports pydantic only, not torch. Floats must be finite (`lr=.inf` is refused), and
+every count has an upper bound from `attd_core.limits`, stated in the error message.
 """
 
 from __future__ import annotations
@@ -11,17 +12,29 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from attd_core.limits import (
+    MAX_CONV,
+    MAX_HEADS,
+    MAX_INNER_STEPS,
+    MAX_LAYERS,
+    MAX_RANK,
+    MAX_RATIO,
+    MAX_SEED,
+    MAX_STATE,
+    MAX_WIDTH,
+)
+
 
 class _Options(BaseModel):
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 class _StackOptions(_Options):
     """What every residual stack of layers has."""
 
-    d_model: int = Field(64, ge=1, description="Width of the residual stream.")
-    n_layers: int = Field(2, ge=1, description="Number of residual layers.")
+    d_model: int = Field(64, ge=1, le=MAX_WIDTH, description="Width of the residual stream.")
+    n_layers: int = Field(2, ge=1, le=MAX_LAYERS, description="Number of residual layers.")
     dropout: float = Field(
         0.0, ge=0, lt=1, description="Dropout on each residual branch (and attention weights)."
     )
@@ -30,10 +43,12 @@ class _StackOptions(_Options):
 class MambaMixerOptions(_StackOptions):
     """The Mamba mixer's fields, shared by the Mamba and the hybrid backbone."""
 
-    d_state: int = Field(16, ge=1, description="SSM state size N.")
-    d_conv: int = Field(4, ge=1, description="Width of the causal depthwise convolution.")
-    expand: int = Field(2, ge=1, description="d_inner = expand * d_model.")
-    dt_rank: int | None = Field(None, ge=1, description="Default ceil(d_model / 16).")
+    d_state: int = Field(16, ge=1, le=MAX_STATE, description="SSM state size N.")
+    d_conv: int = Field(
+        4, ge=1, le=MAX_CONV, description="Width of the causal depthwise convolution."
+    )
+    expand: int = Field(2, ge=1, le=MAX_RATIO, description="d_inner = expand * d_model.")
+    dt_rank: int | None = Field(None, ge=1, le=MAX_WIDTH, description="Default ceil(d_model / 16).")
     dt_min: float = Field(1e-3, gt=0, description="Smallest initial step size.")
     dt_max: float = Field(1e-1, gt=0, description="Largest initial step size.")
     scan_backend: Literal["auto", "reference", "recompute", "chunked", "numba", "mamba-ssm"] = (
@@ -55,8 +70,10 @@ class MambaMixerOptions(_StackOptions):
 class AttentionOptions(_StackOptions):
     """The pre-norm attention layer's fields, shared by the transformer and the hybrid."""
 
-    n_heads: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
-    mlp_ratio: int = Field(4, ge=1, description="MLP hidden width = mlp_ratio * d_model.")
+    n_heads: int = Field(4, ge=1, le=MAX_HEADS, description="Attention heads; must divide d_model.")
+    mlp_ratio: int = Field(
+        4, ge=1, le=MAX_RATIO, description="MLP hidden width = mlp_ratio * d_model."
+    )
     causal: bool = Field(False, description="Attend to earlier tokens only.")
 
     @model_validator(mode="after")
@@ -121,7 +138,7 @@ class TransformerOptions(AttentionOptions):
 class HybridOptions(MambaMixerOptions, AttentionOptions):
     """Mamba and attention layers interleaved; Mamba layers carry position, so no encoding."""
 
-    n_layers: int = Field(3, ge=1, description="Number of residual layers.")
+    n_layers: int = Field(3, ge=1, le=MAX_LAYERS, description="Number of residual layers.")
     pattern: str = Field(
         "MMA",
         pattern="^[MA]*M[MA]*$",
@@ -137,7 +154,9 @@ class _AdapterOptions(_Options):
 class DeltaSSMOptions(_AdapterOptions):
     """Low-rank delta on each layer's state matrix, A = A0 + U V (plus dt bias and D)."""
 
-    rank: int = Field(4, ge=1, description="Rank r of U (d_inner x r) and V (r x d_state).")
+    rank: int = Field(
+        4, ge=1, le=MAX_RANK, description="Rank r of U (d_inner x r) and V (r x d_state)."
+    )
     max_delta_norm: float = Field(0.5, gt=0, description="Cap on the Frobenius norm of U V.")
     init_scale: float = Field(0.01, gt=0, description="Std of V's random initialisation.")
     dt_bias: bool = Field(False, description="Also adapt each layer's dt bias (dense delta).")
@@ -152,7 +171,7 @@ class DeltaSSMOptions(_AdapterOptions):
 class LoRAOptions(_AdapterOptions):
     """Low-rank deltas on linear weights, W + (alpha / rank) U V, U zero so nothing changes."""
 
-    rank: int = Field(4, ge=1, description="Rank r: U is (out x r), V is (r x in).")
+    rank: int = Field(4, ge=1, le=MAX_RANK, description="Rank r: U is (out x r), V is (r x in).")
     alpha: float = Field(8.0, gt=0, description="Scale alpha / rank of the product U V.")
     targets: list[str] = Field(
         default_factory=lambda: ["in_proj", "x_proj", "dt_proj", "out_proj", "q", "k", "v", "out"],
@@ -233,7 +252,7 @@ class FixedOptions(InnerLoopOptions):
 
     positional: ClassVar[tuple[str, ...]] = ("k",)
 
-    k: int = Field(ge=0, description="Inner steps per sample.")
+    k: int = Field(ge=0, le=MAX_INNER_STEPS, description="Inner steps per sample.")
 
 
 class AdaptiveOptions(InnerLoopOptions):
@@ -241,7 +260,7 @@ class AdaptiveOptions(InnerLoopOptions):
 
     positional: ClassVar[tuple[str, ...]] = ("k_max",)
 
-    k_max: int = Field(ge=1, description="Most inner steps any sample takes.")
+    k_max: int = Field(ge=1, le=MAX_INNER_STEPS, description="Most inner steps any sample takes.")
     controller: str = Field("threshold", min_length=1, description="Controller plugin name.")
     target_k: float | None = Field(
         None,
@@ -268,13 +287,13 @@ class OracleOptions(InnerLoopOptions):
 
     positional: ClassVar[tuple[str, ...]] = ("k_max",)
 
-    k_max: int = Field(ge=1, description="Most inner steps any sample takes.")
+    k_max: int = Field(ge=1, le=MAX_INNER_STEPS, description="Most inner steps any sample takes.")
 
 
 class ControllerOptions(_Options):
     """What every controller takes: the step budget, set by the strategy."""
 
-    k_max: int = Field(5, ge=1, description="Most inner steps.")
+    k_max: int = Field(5, ge=1, le=MAX_INNER_STEPS, description="Most inner steps.")
 
 
 class CalibratedControllerOptions(ControllerOptions):
@@ -333,7 +352,9 @@ class MaskedReconstructionOptions(_Options):
     """Blank a fraction of tokens; reconstruct the unadapted features at those positions."""
 
     mask_ratio: float = Field(0.15, gt=0, lt=1, description="Fraction of real tokens blanked.")
-    seed: int = Field(0, ge=0, description="Seed of the masks (the same for every batch).")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the masks (the same for every batch)."
+    )
 
 
 class NextStepOptions(_Options):
@@ -344,7 +365,9 @@ class ConsistencyOptions(_Options):
     """Symmetric KL between predictions on two views with tokens dropped at random."""
 
     drop_ratio: float = Field(0.1, gt=0, lt=1, description="Fraction of tokens dropped per view.")
-    seed: int = Field(0, ge=0, description="Seed of the views (the same for every batch).")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the views (the same for every batch)."
+    )
 
 
 class TokenShiftOptions(_Options):

@@ -195,7 +195,11 @@ class PoolingSpec(PluginSpec):
 
 
 class ShiftSpec(PluginSpec):
-    """A test-time distribution shift applied at evaluation only."""
+    """A test-time distribution shift applied at evaluation only.
+
+    Which tasks it suits is not declared here: it is tried on a batch of the task before
+    training (see `attd_core.Shift`), and its `ConfigError` says what it needs.
+    """
 
     kind: ClassVar[str] = "shift"
 

@@ -24,7 +24,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from attd_core import atomic_write_text, fsync_file, is_staging_name, lock_folder, progress_bar
+from attd_core import (
+    atomic_write_text,
+    fsync_file,
+    is_staging_name,
+    json_text,
+    lock_folder,
+    progress_bar,
+)
 
 CACHE_ENV = "ATTD_CACHE_DIR"
 """Overrides the cache root (default `$XDG_CACHE_HOME/attd`, else `~/.cache/attd`)."""
@@ -109,7 +116,7 @@ def _write_config(path: Path, generator: str, version: int, config: BaseModel) -
             "version": version,
             "config": config.model_dump(mode="json"),
         }
-        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json_text(record, indent=2, sort_keys=True) + "\n")
 
 
 def _generate(

@@ -17,7 +17,7 @@ from attd_core import Batch, ConfigError
 
 class HarderOptions(BaseModel):
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     positional: ClassVar[tuple[str, ...]] = ("severity",)
 

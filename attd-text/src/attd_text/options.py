@@ -27,10 +27,20 @@ SPLITS = ("train", "validation", "test")
 FORMATS = ("csv", "tsv", "json", "parquet", "text")
 """Local file formats, each read by a `datasets` packaged builder (tsv is csv with tabs)."""
 
+MAX_TOKENS = 2**20
+"""Tokens per text or block: 256x LRA's 4,096, the longest contexts Mamba is tried on."""
+MAX_EXAMPLES = 1_000_000_000
+"""Examples a `limit_*` keeps."""
+MAX_CLASSES = 1_000_000
+"""Classes of a classification head."""
+MAX_SEED = 2**32 - 1
+"""What numpy's and torch's generators all take."""
+
 
 class _Options(BaseModel):
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    # Floats must be finite; counts have upper bounds (MAX_*), stated in the error.
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 class _EncoderOptions(_Options):
@@ -42,7 +52,7 @@ class _EncoderOptions(_Options):
         "with model.pooling=last.",
     )
     max_length: int | None = Field(
-        None, ge=1, description="Keep at most this many tokens, specials included."
+        None, ge=1, le=MAX_TOKENS, description="Keep at most this many tokens, specials included."
     )
 
 
@@ -113,10 +123,18 @@ class _DataOptions(_Options):
     test_fraction: float = Field(
         0.1, ge=0, lt=1, description="Carved from train when there is no test split."
     )
-    seed: int = Field(0, ge=0, description="Seed of carved splits and of limit subsets.")
-    limit_train: int | None = Field(None, ge=1, description="Use N train examples at most.")
-    limit_validation: int | None = Field(None, ge=1, description="Validation examples at most.")
-    limit_test: int | None = Field(None, ge=1, description="Test examples at most.")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of carved splits and of limit subsets."
+    )
+    limit_train: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Use N train examples at most."
+    )
+    limit_validation: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Validation examples at most."
+    )
+    limit_test: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Test examples at most."
+    )
     cache_dir: Path | None = Field(None, description="datasets' cache folder.")
 
     def limit(self, split: str) -> int | None:
@@ -135,7 +153,10 @@ class TextClassificationOptions(_DataOptions):
         "(default: a ClassLabel's names, or the train split's sorted string labels).",
     )
     num_classes: int | None = Field(
-        None, ge=2, description="Number of classes (default inferred from the labels)."
+        None,
+        ge=2,
+        le=MAX_CLASSES,
+        description="Number of classes (default inferred from the labels).",
     )
     encoder: str = Field("bytes", min_length=1, description="Encoder plugin: bytes, tokenizer.")
     # encoder_options comes after encoder: its validator reads the encoder's name
@@ -143,7 +164,10 @@ class TextClassificationOptions(_DataOptions):
         default_factory=dict, description="The encoder's options (eos, cls, path, ...)."
     )
     max_length: int | None = Field(
-        1024, ge=1, description="Keep at most this many tokens per text, specials included."
+        1024,
+        ge=1,
+        le=MAX_TOKENS,
+        description="Keep at most this many tokens per text, specials included.",
     )
 
     @model_validator(mode="after")
@@ -173,7 +197,7 @@ class LanguageModelingOptions(_DataOptions):
     text_column: str = Field(
         "text", min_length=1, description="Column joined into one text (dataset, data_files)."
     )
-    block_size: int = Field(256, ge=2, description="Bytes per example.")
+    block_size: int = Field(256, ge=2, le=MAX_TOKENS, description="Bytes per example.")
     test_fraction: float = Field(
         0.05, ge=0, lt=1, description="Tail of the text kept for test when no test split."
     )

@@ -22,7 +22,13 @@ from attd_core import filled_options
 
 Color = Literal["grayscale", "rgb"]
 Resample = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]
-Side = Annotated[int, Field(ge=1)]
+MAX_SIDE = 4_096
+"""Pixels per image side: 16.7 million pixel tokens, 16x ImageNet's 224 x 224 per side."""
+MAX_EXAMPLES = 1_000_000_000
+"""Images a `limit_*` keeps."""
+MAX_SEED = 2**32 - 1
+"""What numpy's and torch's generators all take."""
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 ImageSize = Side | tuple[Side, Side]
 """One number for a square image, or `[height, width]`."""
 
@@ -41,7 +47,8 @@ pixel batches may set it itself. Pixel shifts (`gaussian-noise`, ...) need it.""
 
 class _Options(BaseModel):
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    # Floats must be finite; counts have upper bounds (MAX_*), stated in the error.
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 def _check_norm(values: dict[str, NormValue], channels: int | None) -> None:
@@ -92,7 +99,7 @@ class PixelsSettings(_Normalisation):
 class PatchesSettings(_Normalisation):
     """The `patches` encoder's own options (the task sets color and size)."""
 
-    patch_size: int = Field(4, ge=1, description="Side P of the square patches.")
+    patch_size: int = Field(4, ge=1, le=MAX_SIDE, description="Side P of the square patches.")
 
 
 class PixelsOptions(PixelsSettings, _ImageOptions):
@@ -163,10 +170,16 @@ class ImageClassificationOptions(_Options):
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of the data held out as test when there is none."
     )
-    seed: int = Field(0, ge=0, description="Seed of held-out splits, shuffles and limits.")
-    limit_train: int | None = Field(None, ge=1, description="Use N training images at most.")
-    limit_validation: int | None = Field(None, ge=1, description="Validation images at most.")
-    limit_test: int | None = Field(None, ge=1, description="Test images at most.")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of held-out splits, shuffles and limits."
+    )
+    limit_train: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Use N training images at most."
+    )
+    limit_validation: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Validation images at most."
+    )
+    limit_test: int | None = Field(None, ge=1, le=MAX_EXAMPLES, description="Test images at most.")
     cache_dir: Path | None = Field(
         None, description="datasets' cache folder (its default if None)."
     )

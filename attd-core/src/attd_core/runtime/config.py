@@ -2,10 +2,15 @@
 
 Precedence, lowest first: built-in defaults, the task's `run_defaults`, the task's
 preset chosen with `--preset` (if any), YAML files in the order given, `--set
-key.path=value` overrides, explicit CLI flags. The task's `model.backbone` settings
-(a preset's 6 x 256, say) are for whichever backbone the config names, even one chosen
-later; one that backbone does not take is an error, never dropped. Every error is a
-`ConfigError` that names the key path (or file), the bad value and what is allowed.
+key.path=value` overrides, explicit CLI flags. A section (`train`, `model`, ...) takes
+only a mapping, a component (`task`, `model.backbone`, ...) its name or a mapping.
+
+A component's options given without its name (a preset's 6 x 256 backbone, `--set
+model.backbone.d_model=128`) are for whichever component the config names, even one
+chosen later; one that component does not take is an error naming where it came from,
+never dropped. Options given together with a name belong to that component: naming
+another one later drops them. Every error is a `ConfigError` that names the key path
+(or file), the bad value and what is allowed.
 This module imports no torch: the CLI resolves (and rejects) a config before loading it.
 """
 
@@ -21,6 +26,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from attd_core.errors import ConfigError, describe_validation_error
+from attd_core.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_EXAMPLES,
+    MAX_OPTIMIZER_STEPS,
+    MAX_SEED,
+    MAX_THREADS,
+)
 from attd_core.plugins import PluginManager
 from attd_core.spec_strings import ComponentChoice, canonical_text, parse_component
 from attd_core.specs import TaskSpec
@@ -35,7 +48,10 @@ COMPONENT_PATHS: dict[tuple[str, ...], str] = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A config section: unknown keys and non-finite floats (`lr=.inf`) are errors, and
+    every count has an upper bound from `attd_core.limits`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ComponentConfig(BaseModel):
@@ -74,21 +90,24 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """The base regime: AdamW, linear warm-up then cosine decay, gradient clipping."""
 
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="If set, overrides epochs.")
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_OPTIMIZER_STEPS, description="If set, overrides epochs."
+    )
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, le=MAX_OPTIMIZER_STEPS)
     checkpoint_every: int | None = Field(
         200,
         ge=1,
+        le=MAX_OPTIMIZER_STEPS,
         description="Save a resumable checkpoint (optimizer, schedule, RNG) every N steps; "
         "none: only at the end.",
     )
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (if the task can measure them)."
     )
@@ -107,7 +126,9 @@ class TrainConfig(_Section):
     meta_order: Literal["first", "second"] = Field(
         "first", description="Differentiate through the inner loop to first or second order."
     )
-    controller_steps: int = Field(100, ge=1, description="Optimiser steps of the controller phase.")
+    controller_steps: int = Field(
+        100, ge=1, le=MAX_OPTIMIZER_STEPS, description="Optimiser steps of the controller phase."
+    )
     controller_lr: float = Field(1e-2, gt=0, description="Learning rate of the controller phase.")
 
 
@@ -117,11 +138,15 @@ class EvalConfig(_Section):
     tta: list[str] = Field(default_factory=list)
     objective: ComponentConfig = _component("entropy-kl")
     split: str = "test"
-    limit: int | None = Field(None, ge=1, description="Evaluate on the first N examples.")
+    limit: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Evaluate on the first N examples."
+    )
     calibration_split: str = Field(
         "validation", description="Split that calibrates untrained controllers."
     )
-    calibration_limit: int = Field(256, ge=1, description="Calibration examples used.")
+    calibration_limit: int = Field(
+        256, ge=1, le=MAX_EXAMPLES, description="Calibration examples used."
+    )
     shift: str | None = Field(
         None, description="Evaluate under this test-time shift, e.g. token-deletion:3."
     )
@@ -133,9 +158,9 @@ class EvalConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     output_dir: str | None = None
     tensorboard: bool = Field(
         False,
@@ -200,25 +225,27 @@ def resolve_run_config(
     preset: str | None = None,
 ) -> ResolvedConfig:
     """Merge every source in precedence order and validate the result against the plugins."""
-    user_layers = [load_yaml_file(path) for path in config_files]
-    user_layers += [parse_override(text) for text in overrides]
-    user_layers.append(_flag_layer(task, backbone, tta, seed, output_dir, shift))
-    user_layers = [_normalise_components(layer) for layer in user_layers]
+    user_layers = [(f"config file {str(path)!r}", load_yaml_file(path)) for path in config_files]
+    user_layers += [(f"--set {text!r}", parse_override(text)) for text in overrides]
+    flags = _flag_layer(task, backbone, tta, seed, output_dir, shift)
+    user_layers.append(("the command-line flags", flags))
+    user_layers = [(source, _normalise_components(layer)) for source, layer in user_layers]
+    for source, layer in user_layers:
+        _check_sections(layer, source)
 
-    task_spec = manager.get("task", _task_name(user_layers, manager))
+    task_spec = manager.get("task", _task_name([layer for _, layer in user_layers], manager))
     task_layers = {
         f"the run_defaults of task {task_spec.name!r}": task_spec.run_defaults,
         f"preset {preset!r} of task {task_spec.name!r}": task_preset(task_spec, preset),
     }
-    merged: dict[str, Any] = _default_layer()
-    backbone_settings: dict[str, tuple[Any, str]] = {}
+    layers = _LayerMerge(manager)
     for source, flat in task_layers.items():
-        layer, settings = _split_backbone_settings(_normalise_components(nest_dotted(flat)))
-        merged = merge_layers(merged, layer)
-        backbone_settings.update({key: (value, source) for key, value in settings.items()})
-    for layer in user_layers:
-        merged = merge_layers(merged, layer)
-    _apply_backbone_settings(merged, backbone_settings, manager)
+        layer = _normalise_components(nest_dotted(flat))
+        _check_sections(layer, source)
+        layers.add(source, layer)
+    for source, layer in user_layers:
+        layers.add(source, layer)
+    merged = layers.result()
 
     try:
         config = RunConfig.model_validate(merged)
@@ -359,26 +386,111 @@ def _default_layer() -> dict[str, Any]:
 # -- merging -----------------------------------------------------------------------------
 
 
-def merge_layers(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge `override` onto `base`.
+_ABSENT = object()
 
-    Naming a different component drops the options given for the previous one: they
-    were meant for that component and would not validate against the new one.
+
+def _check_sections(layer: Mapping[str, Any], source: str) -> None:
+    """Refuse a scalar where a section or a component belongs, naming it and `source`.
+
+    Merged as it was, `--set train=5` (or `train: 5` in a file) replaced the whole
+    section, so a later `--set train.epochs=2` silently reset every earlier setting of
+    `train` (a task's lr included). Run after `_normalise_components`, so a component
+    given by its bare name is already a mapping.
     """
-    return _merge(base, override, ())
+    for key in RunConfig.model_fields:
+        value = layer.get(key, _ABSENT)
+        section = (key,) not in COMPONENT_PATHS
+        if section and value is not _ABSENT and not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{source}: {key} is a section and takes a mapping of settings "
+                f"({key}.NAME=VALUE), not {value!r}"
+            )
+    for path, kind in COMPONENT_PATHS.items():
+        node: Any = layer
+        for part in path:
+            node = node.get(part, _ABSENT) if isinstance(node, Mapping) else _ABSENT
+        allowed = (Mapping, list) if path == ("model", "adapter") else Mapping
+        if node is not _ABSENT and not isinstance(node, allowed):
+            raise ConfigError(
+                f"{source}: {'.'.join(path)} takes the {kind}'s name or a mapping of its "
+                f"name and options, not {node!r}"
+            )
 
 
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str, ...]) -> dict:
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        here = (*path, key)
-        current = merged.get(key)
-        if isinstance(current, dict) and isinstance(value, Mapping):
-            keep = not _switches_component(here, current, value)
-            merged[key] = _merge(current if keep else {}, value, here)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+class _LayerMerge:
+    """Deep-merges layers in precedence order, following each component's options.
+
+    Options a layer gives a component without naming it are loose: they are kept when a
+    later layer names another component, and one that component does not take is an
+    error naming the layer. Options given with a name are dropped by such a switch: they
+    were meant for that component (a run's `config.yaml` names its objective with every
+    option filled, and `--set eval.objective=entropy` must not inherit `kl_weight`).
+    """
+
+    def __init__(self, manager: PluginManager) -> None:
+        self.manager = manager
+        self.merged: dict[str, Any] = _default_layer()
+        self.loose: dict[tuple[str, ...], dict[str, tuple[Any, str]]] = {}
+        self.switched: set[tuple[str, ...]] = set()
+
+    def add(self, source: str, layer: Mapping[str, Any]) -> None:
+        """Merge `layer` (checked by `_check_sections`) over the layers added before."""
+        self.merged = self._merge(self.merged, layer, ())
+        for path in COMPONENT_PATHS:
+            node: Any = layer
+            for part in path:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(node, Mapping) and "name" not in node:
+                loose = self.loose.setdefault(path, {})
+                loose.update({key: (copy.deepcopy(value), source) for key, value in node.items()})
+
+    def result(self) -> dict[str, Any]:
+        """The merged config; loose options carried to a component that lacks them fail."""
+        for path in self.switched:
+            self._check_carried(path)
+        return self.merged
+
+    def _merge(self, base: Mapping[str, Any], override: Mapping[str, Any], path: tuple) -> dict:
+        merged = copy.deepcopy(dict(base))
+        for key, value in override.items():
+            here = (*path, key)
+            current = merged.get(key)
+            if isinstance(current, dict) and isinstance(value, Mapping):
+                if _switches_component(here, current, value):
+                    self.switched.add(here)
+                    loose = self.loose.get(here, {})
+                    current = {name: copy.deepcopy(item) for name, (item, _) in loose.items()}
+                merged[key] = self._merge(current, value, here)
+            else:
+                merged[key] = copy.deepcopy(value)
+        return merged
+
+    def _check_carried(self, path: tuple[str, ...]) -> None:
+        node: Any = self.merged
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        kind = COMPONENT_PATHS[path]
+        name = node.get("name") if isinstance(node, dict) else None
+        if not isinstance(name, str) or name not in self.manager.names(kind):
+            return  # validation reports a malformed or unknown component
+        accepted = self.manager.get(kind, name).config.model_fields
+        for key, (_, source) in self.loose.get(path, {}).items():
+            if key in accepted:
+                continue
+            takers = [
+                other
+                for other in self.manager.names(kind)
+                if key in self.manager.get(kind, other).config.model_fields
+            ]
+            article = "an" if kind[0] in "aeiou" else "a"
+            hint = (
+                f"choose {article} {kind} that has it ({', '.join(takers)})"
+                if takers
+                else f"no installed {kind} has it ({name!r} takes: {', '.join(accepted)})"
+            )
+            raise ConfigError(
+                f"{source} sets {'.'.join(path)}.{key}, which {kind} {name!r} does not take: {hint}"
+            )
 
 
 def _switches_component(
@@ -405,51 +517,6 @@ def _normalise_components(layer: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(node, dict) and isinstance(node.get(leaf), list):
             node[leaf] = [{"name": item} if isinstance(item, str) else item for item in node[leaf]]
     return result
-
-
-def _split_backbone_settings(layer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`(layer without its model.backbone options, those options)`; a backbone name stays.
-
-    A task's settings of the backbone's shape are for whichever backbone runs, so they
-    are set aside here and applied once the user's layers have chosen it.
-    """
-    model = layer.get("model")
-    backbone = model.get("backbone") if isinstance(model, dict) else None
-    if not isinstance(backbone, dict):
-        return layer, {}
-    settings = {key: value for key, value in backbone.items() if key != "name"}
-    kept = {key: value for key, value in backbone.items() if key == "name"}
-    return {**layer, "model": {**model, "backbone": kept}}, settings
-
-
-def _apply_backbone_settings(
-    merged: dict[str, Any], settings: Mapping[str, tuple[Any, str]], manager: PluginManager
-) -> None:
-    """Give the chosen backbone the task's settings the user did not set, in place.
-
-    A setting the chosen backbone does not take is an error naming where it came from
-    (the task's preset or run_defaults) and the backbone, never silently dropped.
-    """
-    model = merged.get("model")
-    backbone = model.get("backbone") if isinstance(model, dict) else None
-    if not settings or not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str):
-        return  # validation reports a malformed backbone
-    name = backbone["name"]
-    accepted = manager.get("backbone", name).config.model_fields
-    for key, (value, source) in settings.items():
-        if key in backbone:
-            continue  # the user's own value wins
-        if key not in accepted:
-            takers = [
-                other
-                for other in manager.names("backbone")
-                if key in manager.get("backbone", other).config.model_fields
-            ]
-            raise ConfigError(
-                f"{source} sets model.backbone.{key}, which backbone {name!r} does not take: "
-                f"choose a backbone that has it ({', '.join(takers) or 'none installed'})"
-            )
-        backbone[key] = copy.deepcopy(value)
 
 
 def task_preset(spec: TaskSpec, preset: str | None) -> dict[str, Any]:

@@ -8,14 +8,14 @@ optional `tensorboard` package is installed; without it the run warns once and g
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
 import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from attd_core.json_text import finite, json_text
 
 TENSORBOARD_DIR = "tensorboard"
 """The folder, beside `metrics.jsonl`, that the TensorBoard mirror writes to."""
@@ -24,7 +24,8 @@ TENSORBOARD_DIR = "tensorboard"
 class MetricsWriter:
     """Appends records such as `{"event": "train", "step": 10, "loss": 0.7, ...}`.
 
-    Non-finite floats become null, so every line stays valid JSON. With `tensorboard`,
+    Non-finite floats, nested ones included, become null, so every line is strict
+    JSON (`attd_core.json_text`). With `tensorboard`,
     each record's numeric fields are mirrored as scalars tagged `EVENT/FIELD`
     (`train/loss`, `train/lr`, `controller/mean_k`), or `eval/TTA/FIELD` for evaluations
     (`eval/TTA@SHIFT/FIELD` when shifted), at the record's `step`, or else at how many
@@ -40,8 +41,8 @@ class MetricsWriter:
             self._board = open_tensorboard(self.path.parent / TENSORBOARD_DIR)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        plain = {key: _finite(value) for key, value in record.items()}
-        self._file.write(json.dumps(plain, allow_nan=False) + "\n")
+        plain = finite(dict(record))
+        self._file.write(json_text(plain) + "\n")
         self._file.flush()
         if self._board is not None:
             self._mirror(plain)
@@ -106,7 +107,3 @@ def open_tensorboard(log_dir: Path) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -12,15 +12,17 @@ style), first or second order.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import torch
 from rich.console import Console
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from attd_core.errors import ConfigError
+from attd_core.errors import ConfigError, TrainingDivergedError
 from attd_core.interfaces import AdapterState, Batch, InnerObjective
 from attd_core.model import BoundModel
 from attd_core.runtime.config import TrainConfig
@@ -43,7 +45,11 @@ def train_controller(
     metrics: MetricsWriter,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train `strategy`'s controller (and damping gate) with the base model frozen."""
+    """Train `strategy`'s controller (and damping gate) with the base model frozen.
+
+    A non-finite loss raises `TrainingDivergedError` before its step (nothing is
+    saved: the run's checkpoint is written after this phase).
+    """
     model = bound.model
     loader = train_loader(bound.task, config, torch.Generator().manual_seed(seed))
     model.eval()
@@ -80,18 +86,32 @@ def _train_controller(
             for batch in loader:
                 batch = batch.to(device)
                 loss, mean_k = _controller_loss(bound, strategy, objective, batch, config)
+                value = loss.item()
+                if not math.isfinite(value):
+                    _diverged(metrics, step + 1, value, config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 step += 1
-                logged = loss.item()
+                logged = value
                 metrics.write(
                     {"event": "controller", "step": step, "loss": logged, "mean_k": mean_k}
                 )
                 progress.update(bar, advance=1, status=f"loss {logged:.4f} mean k {mean_k:.2f}")
                 if step == config.controller_steps:
                     break
+    if not all(bool(torch.isfinite(param).all()) for param in params):
+        _diverged(metrics, step, None, config)
     return TrainResult(step, 0, logged, time.perf_counter() - started)
+
+
+def _diverged(
+    metrics: MetricsWriter, step: int, loss: float | None, config: TrainConfig
+) -> NoReturn:
+    """Record where the controller phase diverged in `metrics.jsonl`, then raise."""
+    metrics.write({"event": "diverged", "phase": "controller", "step": step, "loss": loss})
+    hint = f"lower train.controller_lr (now {config.controller_lr:g})"
+    raise TrainingDivergedError("controller training", step, loss, hint)
 
 
 def _controller_loss(

@@ -10,6 +10,8 @@ module, in `run_folder.py`, `stopped_run.py` and `finished_run.py`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from attd_core.runtime.run_folder import claimed_output_dir
 from attd_core.runtime.stopped_run import restart_point
 from attd_core.runtime.summary import PhaseSummary, RunSummary, TrainSummary
 from attd_core.runtime.trainer import TrainResult, train
+from attd_core.spec_strings import ComponentChoice
 from attd_core.tta.strategies import InnerLoopStrategy
 
 
@@ -236,12 +239,14 @@ def _training_text(resolved: ResolvedConfig) -> str | None:
 def build_components(
     resolved: ResolvedConfig, manager: PluginManager, device: torch.device
 ) -> Components:
-    """Create every component and check the evaluation splits now, so a failing factory
-    or a split the task lacks stops the run before it trains."""
+    """Create every component and check the evaluation now, so a failing factory, a
+    model too large for memory, a split the task lacks or that is empty, or a shift that
+    cannot handle the task's inputs stops the run before it trains."""
     config = resolved.config
     task = manager.create("task", config.task.name, resolved.task.options)
-    backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
-    model = AttdModel(task, backbone, config.model.pooling, manager=manager).to(device)
+    with _memory_guard(resolved):
+        backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
+        model = AttdModel(task, backbone, config.model.pooling, manager=manager).to(device)
     adapters = {choice.spec.name: choice.create() for choice in resolved.adapters}
     bound = BoundModel(model, adapters, seed=config.runtime.seed)
     objective = manager.create("objective", config.eval.objective.name, resolved.objective.options)
@@ -253,14 +258,41 @@ def build_components(
         _check_trainable(training, config)
     parts = Components(task, model, bound, objective, strategies, training)
     _check_splits(parts, config)
+    _check_data(parts, config, resolved.shift)
     return parts
+
+
+@contextmanager
+def _memory_guard(resolved: ResolvedConfig) -> Iterator[None]:
+    """Turn an allocator failure while the model is built into a `ConfigError` naming
+    the backbone: the limits on each size still allow products that no memory holds."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocat" not in str(exc):
+            raise
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "out of memory"
+        raise ConfigError(
+            f"model.backbone {resolved.backbone.canonical!r} does not fit in memory "
+            f"({reason}); lower d_model, n_layers, expand or d_state"
+        ) from None
+
+
+def _calibrating(parts: Components, config: RunConfig) -> bool:
+    """Whether an evaluated strategy calibrates on `eval.calibration_split`: one that
+    needs calibration, other than the one the controller regime trains (and fits)."""
+    fitted_by_training = parts.training if config.train.regime == "controller" else None
+    return any(
+        getattr(strategy, "needs_calibration", False)
+        for strategy in parts.strategies.values()
+        if strategy is not fitted_by_training
+    )
 
 
 def _check_splits(parts: Components, config: RunConfig) -> None:
     """Refuse an evaluation split the task does not declare, before anything trains.
 
-    `eval.calibration_split` is checked when a strategy will calibrate on it: one that
-    needs calibration, other than the one the controller regime trains (and fits).
+    `eval.calibration_split` is checked when a strategy will calibrate on it.
     """
     declared = getattr(parts.task, "splits", None)
     if declared is None:
@@ -270,12 +302,7 @@ def _check_splits(parts: Components, config: RunConfig) -> None:
             "validation and test)"
         )
     wanted = {"eval.split": config.eval.split}
-    fitted_by_training = parts.training if config.train.regime == "controller" else None
-    if any(
-        getattr(strategy, "needs_calibration", False)
-        for strategy in parts.strategies.values()
-        if strategy is not fitted_by_training
-    ):
+    if _calibrating(parts, config):
         wanted["eval.calibration_split"] = config.eval.calibration_split
     for key, split in wanted.items():
         if split not in declared:
@@ -283,6 +310,45 @@ def _check_splits(parts: Components, config: RunConfig) -> None:
                 f"{key}: task {config.task.name!r} has no split {split!r}; "
                 f"splits: {', '.join(declared)}"
             )
+
+
+def _check_data(parts: Components, config: RunConfig, shift: ComponentChoice | None) -> None:
+    """Load the evaluated split (and the calibration split, when a strategy calibrates)
+    and refuse an empty one; apply `shift` to a batch of it, so a shift that cannot
+    handle the task's inputs (a pixel shift on tokens) fails now, naming both."""
+    name = config.task.name
+    if shift is not None:
+        check_shift(parts.task, shift, config.eval.split, name)
+    elif len(parts.task.load_split(config.eval.split)) == 0:
+        raise ConfigError(f"eval.split: split {config.eval.split!r} of task {name!r} is empty")
+    split = config.eval.calibration_split
+    if _calibrating(parts, config) and len(parts.task.load_split(split)) == 0:
+        raise ConfigError(
+            f"eval.calibration_split: split {split!r} of task {name!r} is empty; a "
+            "strategy here calibrates its controller on it"
+        )
+
+
+def check_shift(task: Task, choice: ComponentChoice, split: str, task_name: str) -> None:
+    """Apply the shift `choice` to a batch of two examples of `split` (the shift's own
+    examples when it supplies them), so that a shift the task's inputs do not suit stops
+    before any training or evaluation; the `ConfigError` names the shift and the task.
+
+    A shift states what it needs by raising `ConfigError` from `apply` (or `load_split`),
+    so third-party shifts are checked the same way. An empty split is refused too.
+    """
+    shift = choice.create()
+    load_split = getattr(shift, "load_split", None)
+    try:
+        examples = load_split(task, split) if load_split else task.load_split(split)
+        if len(examples) == 0:
+            raise ConfigError(f"split {split!r} is empty")
+        sample = [examples[index] for index in range(min(2, len(examples)))]
+        shift.apply(task.preprocess(sample), torch.Generator().manual_seed(0))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"eval.shift {choice.canonical!r} does not fit task {task_name!r}: {exc}"
+        ) from None
 
 
 def _check_trainable(strategy: TTAStrategy, config: RunConfig) -> None:

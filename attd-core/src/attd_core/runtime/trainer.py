@@ -6,13 +6,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from attd_core.errors import ConfigError
+from attd_core.errors import ConfigError, TrainingDivergedError
 from attd_core.interfaces import Batch, Task
 from attd_core.model import AttdModel
 from attd_core.runtime.batching import task_loader
@@ -108,6 +109,11 @@ def train(
     DistributedDataParallel, weighted so that the step is the one a single process
     would take on the whole batch; only rank 0 checkpoints. Resuming is bit-exact for
     one process only (each process's dropout draws depend on its share).
+
+    A non-finite loss raises `TrainingDivergedError` before its step, and so do
+    non-finite weights before a checkpoint and at the end: no model of NaNs is saved or
+    returned. Every process sees the whole batch's loss and the same weights, so all
+    of them stop at the same step and none waits for the others.
     """
     generator = torch.Generator().manual_seed(seed)
     loader = train_loader(task, config, generator, distributed)
@@ -147,6 +153,8 @@ def train(
                 batch = batch.to(device)
                 loss = step_loss(batch)
                 weight, loss_value = _share(loader, batch, loss, distributed)
+                if not math.isfinite(loss_value):
+                    _diverged(metrics, at, loss_value, config)
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()
                 if config.grad_clip is not None:
@@ -175,13 +183,41 @@ def train(
                 if at.step == total:
                     break
                 due = every is not None and at.step % every == 0
-                if checkpoint is not None and due and distributed.is_main:
-                    checkpoint(
-                        TrainingState.capture(at, optimizer, schedule, epoch_generator, generators)
-                    )
+                if checkpoint is not None and due:
+                    _check_weights(model, metrics, at, config)
+                    if distributed.is_main:
+                        checkpoint(
+                            TrainingState.capture(
+                                at, optimizer, schedule, epoch_generator, generators
+                            )
+                        )
             else:
                 at.batches = 0  # the epoch ran out: the next one begins
+    _check_weights(model, metrics, at, config)
     return TrainResult(at.step, at.epoch, logged, time.perf_counter() - started)
+
+
+def _check_weights(
+    model: nn.Module, metrics: MetricsWriter, at: TrainingPosition, config: TrainConfig
+) -> None:
+    """Stop before a checkpoint or the end if an update made any weight non-finite
+    (a finite loss with an infinite gradient does that)."""
+    if not all(bool(torch.isfinite(param).all()) for param in model.parameters()):
+        _diverged(metrics, at, None, config)
+
+
+def _diverged(
+    metrics: MetricsWriter, at: TrainingPosition, loss: float | None, config: TrainConfig
+) -> NoReturn:
+    """Record where training diverged in `metrics.jsonl`, then raise."""
+    step = at.step + 1 if loss is not None else at.step
+    metrics.write({"event": "diverged", "phase": "train", "step": step, "loss": loss})
+    hint = f"lower train.lr (now {config.lr:g})"
+    if config.grad_clip is None:
+        hint += " or set train.grad_clip"
+    if config.regime == "meta":
+        hint += ", or the inner lr of train.strategy"
+    raise TrainingDivergedError("training", step, loss, hint)
 
 
 class _BatchLoss(nn.Module):

@@ -21,6 +21,10 @@ _DIGITS = range(10)
 
 # Consecutive rejected or duplicate draws after which a window is deemed (nearly) exhausted.
 _MAX_MISSES = 1_000_000
+MAX_EXAMPLES = 10_000_000
+"""Examples per generated split: 100x LRA's 96,000 train examples."""
+MAX_LENGTH = 1_000_000
+"""Symbols per expression: 500x LRA's 2,000."""
 
 
 class Node(NamedTuple):
@@ -44,7 +48,8 @@ class ListOpsGeneratorConfig(BaseModel):
     """Every knob of the generator; the defaults are the CPU-scale ``small`` preset."""
 
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # Floats must be finite; counts have upper bounds, stated in the error.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     max_depth: int = Field(
         6,
@@ -53,7 +58,10 @@ class ListOpsGeneratorConfig(BaseModel):
         description="Depth of the deepest nodes, which are leaves; root = 1 (LRA 10).",
     )
     max_args: int = Field(
-        10, ge=2, description="Most arguments of an operator; the arity is uniform on 2..max_args."
+        10,
+        ge=2,
+        le=100,
+        description="Most arguments of an operator; the arity is uniform on 2..max_args.",
     )
     value_p: float = Field(
         0.25,
@@ -65,15 +73,19 @@ class ListOpsGeneratorConfig(BaseModel):
     min_length: int = Field(
         50, ge=0, description="Exclusive lower bound on the length (symbols, no parentheses)."
     )
-    max_length: int = Field(300, ge=2, description="Exclusive upper bound on the length.")
+    max_length: int = Field(
+        300, ge=2, le=MAX_LENGTH, description="Exclusive upper bound on the length."
+    )
     operators: tuple[Operator, ...] = Field(
         ("MIN", "MAX", "MED", "SM"),
         min_length=1,
         description="Operators, drawn uniformly; LRA's order, which fixes the random stream.",
     )
-    num_train: int = Field(8000, ge=0, description="Examples in the train split.")
-    num_val: int = Field(1000, ge=0, description="Examples in the validation split.")
-    num_test: int = Field(1000, ge=0, description="Examples in the test split.")
+    num_train: int = Field(8000, ge=1, le=MAX_EXAMPLES, description="Examples in the train split.")
+    num_val: int = Field(
+        1000, ge=1, le=MAX_EXAMPLES, description="Examples in the validation split."
+    )
+    num_test: int = Field(1000, ge=1, le=MAX_EXAMPLES, description="Examples in the test split.")
     seed: int = Field(0, description="Seed of the one random stream all splits are drawn from.")
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ class ListOpsOptions(ListOpsGeneratorConfig):
         f"LRA's basic_{{train,val,test}}.tsv, or a Hugging Face Hub id such as {HUB_ID}.",
     )
     max_tokens: int = Field(
-        2048, ge=2, description="Truncate token sequences (EOS included) to this length."
+        2048, ge=2, le=2**20, description="Truncate token sequences (EOS included) to this length."
     )
     cache_dir: Path | None = Field(
         None,

@@ -38,7 +38,12 @@ _TEXT_ENCODERS: dict[str, type[BaseModel]] = {
     "bytes": ByteEncoderOptions,
     "tokenizer": TokenizerEncoderOptions,
 }
-Side = Annotated[int, Field(ge=1)]
+Side = Annotated[int, Field(ge=1, le=4096)]
+"""An image side: as attd-vision's, at most 4,096 pixels."""
+MAX_TOKENS = 2**20
+"""Tokens per text, as attd-text's."""
+MAX_EXAMPLES = 1_000_000_000
+"""Examples a `limit_*` keeps."""
 
 
 class LraTextOptions(TextClassificationOptions):
@@ -55,7 +60,10 @@ class LraTextOptions(TextClassificationOptions):
         "data_files is given.",
     )
     max_length: int | None = Field(
-        4096, ge=1, description="Keep at most this many tokens per text, EOS included (LRA 4096)."
+        4096,
+        ge=1,
+        le=MAX_TOKENS,
+        description="Keep at most this many tokens per text, EOS included (LRA 4096).",
     )
     encoder_options: dict[str, Any] = Field(
         default_factory=lambda: {"eos": True},
@@ -145,7 +153,8 @@ class LraRetrievalOptions(BaseModel):
     """
 
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    # Floats must be finite; counts have upper bounds, stated in the error.
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     data_dir: Path | None = Field(
         None,
@@ -165,7 +174,10 @@ class LraRetrievalOptions(BaseModel):
         description="The encoder's options; default appends EOS to each document (S4).",
     )
     max_length: int | None = Field(
-        4000, ge=1, description="Tokens per document at most, EOS included (LRA 4000)."
+        4000,
+        ge=1,
+        le=MAX_TOKENS,
+        description="Tokens per document at most, EOS included (LRA 4000).",
     )
     unwrap_bytes_literals: bool = Field(
         False,
@@ -173,12 +185,19 @@ class LraRetrievalOptions(BaseModel):
         "text first; LRA and S4 read them as they are.",
     )
     head_hidden: int | None = Field(
-        None, ge=1, description="Hidden width of the pair head's MLP (default d_model, as S4)."
+        None,
+        ge=1,
+        le=16_384,
+        description="Hidden width of the pair head's MLP (default d_model, as S4).",
     )
-    seed: int = Field(0, ge=0, description="Seed of the limit subsets.")
-    limit_train: int | None = Field(None, ge=1, description="Use N train pairs at most.")
-    limit_validation: int | None = Field(None, ge=1, description="Validation pairs at most.")
-    limit_test: int | None = Field(None, ge=1, description="Test pairs at most.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the limit subsets.")
+    limit_train: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Use N train pairs at most."
+    )
+    limit_validation: int | None = Field(
+        None, ge=1, le=MAX_EXAMPLES, description="Validation pairs at most."
+    )
+    limit_test: int | None = Field(None, ge=1, le=MAX_EXAMPLES, description="Test pairs at most.")
     cache_dir: Path | None = Field(None, description="datasets' cache folder.")
 
     def limit(self, split: str) -> int | None:

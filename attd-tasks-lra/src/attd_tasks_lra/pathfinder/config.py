@@ -54,7 +54,8 @@ class PathfinderGeneratorConfig(BaseModel):
     """Every knob of the generator; None fields take the resolution's values from the spec."""
 
     # Built on first use, not at import: listing plugins imports every options model.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # Floats must be finite; counts have upper bounds, stated in the error.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     resolution: Resolution = Field(
         32, description="Image side in pixels: 32 is LRA's Pathfinder, 128 is Path-X."
@@ -112,9 +113,10 @@ class PathfinderGeneratorConfig(BaseModel):
         "covers), clipped to 1; marker discs have gain 1. 1.5 at 32 (the spec's contrast 2 "
         "times paddle contrast 0.75) makes 0.5-pixel-wide dashes 0.75 bright.",
     )
-    num_train: int = Field(8000, ge=0, description="Images in the train split.")
-    num_val: int = Field(1000, ge=0, description="Images in the validation split.")
-    num_test: int = Field(1000, ge=0, description="Images in the test split.")
+    # At most 10 million images per split: 50x the official Pathfinder's 200,000.
+    num_train: int = Field(8000, ge=1, le=10_000_000, description="Images in the train split.")
+    num_val: int = Field(1000, ge=1, le=10_000_000, description="Images in the validation split.")
+    num_test: int = Field(1000, ge=1, le=10_000_000, description="Images in the test split.")
     seed: int = Field(
         0, ge=0, description="Image i is drawn from np.random.default_rng([seed, i])."
     )

@@ -31,7 +31,7 @@ class PathfinderOptions(PathfinderGeneratorConfig):
         "floats: values / 255 in [0, 1] through a linear encoder (S4).",
     )
     workers: int | None = Field(
-        None, ge=1, description="Processes generating images (default: every CPU)."
+        None, ge=1, le=4096, description="Processes generating images (default: every CPU)."
     )
     cache_dir: Path | None = Field(
         None,
