@@ -43,7 +43,6 @@ from attd_core.interfaces import (
     Task,
     TTAStrategy,
 )
-from attd_core.json_text import json_text
 from attd_core.lazy import lazy_exports
 from attd_core.options import InnerLoopOptions
 from attd_core.plugins import PluginManager, PluginRow, get_plugin_manager
@@ -62,6 +61,7 @@ from attd_core.specs import (
     TaskSpec,
     filled_options,
 )
+from attd_core.strict_json import json_text
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from attd_core.json_text import finite, json_text
+from attd_core.strict_json import finite, json_text
 
 TENSORBOARD_DIR = "tensorboard"
 """The folder, beside `metrics.jsonl`, that the TensorBoard mirror writes to."""
