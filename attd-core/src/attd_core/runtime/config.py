@@ -96,7 +96,18 @@ class TrainConfig(_Section):
     )
     batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    ssm_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the SSM parameters (a Mamba layer's A_log, D and dt "
+        "projection), which are never weight-decayed; none: train.lr. Same schedule.",
+    )
+    weight_decay: float = Field(
+        0.01,
+        ge=0,
+        description="AdamW's decoupled weight decay, on weight matrices only: biases, norm "
+        "gains, embeddings and SSM parameters are not decayed.",
+    )
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1, le=MAX_OPTIMIZER_STEPS)

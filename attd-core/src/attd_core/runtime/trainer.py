@@ -43,17 +43,31 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over every parameter; biases, norm gains and parameters marked
-    `_no_weight_decay` (mamba-ssm's convention for `A_log` and `D`) are not decayed."""
-    decay, no_decay = [], []
+    """AdamW over every trainable parameter, in up to three groups, always in this order
+    (a resumed run's saved groups must line up with them; empty ones are left out):
+
+    1. weight matrices, decayed by `train.weight_decay`, at `train.lr`;
+    2. biases, norm gains, embeddings and parameters marked `_no_weight_decay`
+       (mamba-ssm's convention) at `train.lr`, not decayed (S4 and Mamba practice);
+    3. parameters marked `_ssm_parameter` (a Mamba layer's `A_log`, `D` and dt
+       projection) at `train.ssm_lr` (or `train.lr`), not decayed.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, ssm = [], [], []
     for param in model.parameters():
         if not param.requires_grad:
             continue
-        exempt = param.dim() < 2 or getattr(param, "_no_weight_decay", False)
-        (no_decay if exempt else decay).append(param)
+        marked = getattr(param, "_no_weight_decay", False)
+        if getattr(param, "_ssm_parameter", False):
+            ssm.append(param)
+        elif param.dim() < 2 or id(param) in embeddings or marked:
+            no_decay.append(param)
+        else:
+            decay.append(param)
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+        {"params": ssm, "weight_decay": 0.0, "lr": config.ssm_lr or config.lr},
     ]
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr)
 
