@@ -3,10 +3,10 @@
 Writes `report.md`, `report_training.png` (loss and learning rate against step, the
 validation metric against step when the run validated, and the controller phase when
 it had one) and `report_eval.png` (the task's headline metric and mean k per strategy)
-into the run folder or `--output DIR`. It reads the
-run's files only (`config.yaml`, `metrics.jsonl`, `summary.json`, and `compare.json`
-when `attd compare` wrote one): no torch, no model. matplotlib loads when the figures
-are drawn, with the object API on the Agg canvas, as for `attd compare`.
+into the run folder or `--output DIR`. It reads the run's files only (`config.yaml`,
+`metrics.jsonl`, `summary.json`, and `compare.json` when `attd compare` wrote one): no
+torch, no model. matplotlib loads when the figures are drawn, with the object API on
+the Agg canvas, as for `attd compare`.
 """
 
 from __future__ import annotations
