@@ -180,7 +180,7 @@ MALFORMED = {
         _set(*GROUP, "params", value=["a"]),
         "training.optimizer_groups.0.params.0: Input should be a valid integer",
     ),
-    "a group fewer": (_drop_last_group, "training.scheduler.base_lrs: 2 entries for 1"),
+    "a group fewer": (_drop_last_group, "training.scheduler.base_lrs: 3 entries for 2"),
     "scheduler step is text": (
         _set(*SCHEDULER, "last_epoch", value="6"),
         "training.scheduler.last_epoch: Input should be a valid integer",
@@ -224,7 +224,7 @@ MALFORMED = {
 UNFIT = {
     "a parameter fewer": (
         _drop_a_parameter,
-        "training.optimizer_groups.0.params: 6 parameters, but the model's group has 7",
+        "training.optimizer_groups.0.params: 4 parameters, but the model's group has 5",
     ),
     "unknown group key": (
         _set(*GROUP, "momentum", value=0.9),

@@ -104,6 +104,12 @@ def without_split(monkeypatch) -> Any:
             ["--tta", "adaptive:2"],
             "eval.calibration_split: split 'validation' of task 'parity' is empty",
         ),
+        (
+            "validation",
+            [],
+            "train.eval_split: split 'validation' of task 'parity' is empty; training "
+            "validates on it (train.eval_split=null trains without validation)",
+        ),
     ],
 )
 def test_an_empty_evaluation_split_is_refused_before_training(
@@ -119,7 +125,10 @@ def test_an_empty_evaluation_split_is_refused_before_training(
 def test_an_unused_empty_calibration_split_is_no_error(manager, tmp_path, without_split):
     without_split("validation")
     out = tmp_path / "run"
-    result = invoke(manager, "run", "--task", "parity", *TINY, "--output-dir", str(out))
+    unvalidated = ["--set", "train.eval_split=null"]
+    result = invoke(
+        manager, "run", "--task", "parity", *TINY, *unvalidated, "--output-dir", str(out)
+    )
     assert result.exit_code == 0, result.output
 
 

@@ -110,7 +110,7 @@ def test_a_run_mirrors_its_metrics_to_tensorboard_when_enabled(trained):
     train = [record for record in records if record["event"] == "train"]
     assert [value for value, _ in losses] == [record["loss"] for record in train]
     tags = {tag for tag, _, _ in board.scalars}
-    assert {"train/lr", "eval/none/accuracy", "eval/fixed:1/mean_k"} <= tags
+    assert {"train/lr", "eval/none/accuracy", "eval/fixed:1/mean_k", "val/accuracy"} <= tags
 
 
 def test_report_writes_markdown_and_figures(manager, run_copy):
@@ -136,6 +136,8 @@ def test_report_writes_markdown_and_figures(manager, run_copy):
         "## Training",
         "![training curves](report_training.png)",
         "4 logged training records, steps 1 to 4",
+        "Validated 2 times while training, on the first 32 examples of split `validation`",
+        "| step | epoch | seconds | accuracy | loss |",
         "## Evaluation",
         "split `test` (limit 8), clean data",
         "![evaluation](report_eval.png)",
@@ -155,6 +157,37 @@ def test_report_writes_markdown_and_figures(manager, run_copy):
     assert "| 8 | no |" in rows[0]
     for absent in ("Later evaluations", "Comparison", "controller phase", ORACLE_NOTE):
         assert absent not in md
+
+
+def png_height(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")  # in the IHDR chunk
+
+
+def test_report_draws_the_validation_curve_below_the_loss(manager, run_copy):
+    result = invoke(manager, "report", str(run_copy))
+    assert result.exit_code == 0, result.output
+    md = (run_copy / "report.md").read_text()
+    validations = [
+        json.loads(line)
+        for line in (run_copy / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["event"] == "val"
+    ]
+    assert [record["step"] for record in validations] == [2, 4]
+    for record in validations:
+        row = f"| {record['step']} | {record['epoch']} | {record['seconds']:.1f} | "
+        assert f"{row}{record['accuracy']:.4f} | {record['loss']:.4f} |" in md
+    last = validations[-1]["accuracy"]
+    first = validations[0]["accuracy"]
+    assert f"Validation accuracy: {first:.4f} at step 2, {last:.4f} at step 4" in md
+    with_curve = png_height(run_copy / "report_training.png")
+
+    path = run_copy / "metrics.jsonl"
+    kept = [line for line in path.read_text().splitlines() if '"event": "val"' not in line]
+    path.write_text("\n".join(kept) + "\n")  # a run from before validation was recorded
+    result = invoke(manager, "report", str(run_copy))
+    assert result.exit_code == 0, result.output
+    assert "Validated" not in (run_copy / "report.md").read_text()
+    assert png_height(run_copy / "report_training.png") < with_curve  # one panel fewer
 
 
 def test_report_includes_compare_and_later_evaluations(manager, run_copy, tmp_path):

@@ -99,6 +99,17 @@ def train_records(run_dir: Path) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["event"] == "train"]
 
 
+def validation_records(run_dir: Path) -> list[dict]:
+    """The `val` records without their times, which differ from run to run."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    timings = ("seconds", "validation_seconds")
+    return [
+        {key: value for key, value in record.items() if key not in timings}
+        for record in map(json.loads, lines)
+        if record["event"] == "val"
+    ]
+
+
 @pytest.fixture
 def reference(manager, tmp_path) -> Path:
     run(manager, tmp_path / "reference")
@@ -123,6 +134,7 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
     assert train_records(resumed) == train_records(reference)
+    assert validation_records(resumed) == validation_records(reference)
     summary = json.loads((resumed / "summary.json").read_text())
     wanted = json.loads((reference / "summary.json").read_text())
     for tta in wanted["eval"]:
@@ -141,6 +153,27 @@ def test_a_stopped_run_resumes_to_the_same_weights(
     monkeypatch.undo()
     run_experiment(resume_config(out, manager), manager, resume=True)
     assert_same_run(out, reference)
+
+
+def test_a_run_with_an_ssm_lr_and_validation_every_2_steps_resumes_to_the_same_run(
+    manager, tmp_path, monkeypatch
+):
+    extra = ["train.ssm_lr=0.01", "train.eval_every=2"]
+    reference = tmp_path / "reference"
+    run(manager, reference, *extra)
+    assert [r["step"] for r in validation_records(reference)] == [2, 4, 6, 8, 10, 11]
+    out = tmp_path / "stopped"
+    stop_after(monkeypatch, 7)  # validated at 2, 4 and 6; the checkpoint holds step 6
+    with pytest.raises(Stop):
+        run(manager, out, *extra)
+    monkeypatch.undo()
+    metadata = json.loads((out / "checkpoint" / "metadata.json").read_text())
+    groups = metadata["training"]["optimizer_groups"]
+    assert [group["initial_lr"] for group in groups] == [0.001, 0.001, 0.01]
+    trained_for = metadata["training"]["position"]["seconds"]
+    summary = run_experiment(resume_config(out, manager), manager, resume=True)
+    assert_same_run(out, reference)
+    assert summary.train.seconds >= trained_for > 0  # the stopped session's time counts
 
 
 def test_a_run_stopped_in_evaluation_resumes_without_training(
@@ -327,6 +360,14 @@ def test_malformed_tensor_files_are_named(rng, optimizer, message):
         tensors["optimizer"] = optimizer
     with pytest.raises(CheckpointError, match=re.escape(message)):
         TrainingState.from_files(record, tensors)
+
+
+def test_a_training_state_from_before_training_seconds_were_recorded_loads():
+    _, _, _, state = _stepped_training()
+    record, tensors = state.to_files()
+    record = json.loads(json.dumps(record))
+    del record["position"]["seconds"]
+    assert TrainingState.from_files(record, tensors).position.seconds == 0.0
 
 
 def test_a_malformed_training_record_is_named():

@@ -62,6 +62,10 @@ def test_two_processes_train_like_one(tmp_path):
     expected = [r["loss"] for r in alone if r["event"] == "train"]
     assert losses == pytest.approx(expected, rel=1e-4)  # the whole batch's loss, logged once
     assert losses[0] != losses[-1]  # the weights moved: agreeing was not trivial
+    validated = [(r["step"], r["epoch"]) for r in records if r["event"] == "val"]
+    assert validated == [(4, 1), (8, 2)]  # rank 0 alone validates, the others do not wait
+    expected = [r["accuracy"] for r in alone if r["event"] == "val"]
+    assert [r["accuracy"] for r in records if r["event"] == "val"] == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "ddp", "single"]
     assert {p.name for p in (tmp_path / "ddp").iterdir()} == {
         "config.yaml",

@@ -1,11 +1,12 @@
 """`attd report`: a finished run's folder as one Markdown page with its figures.
 
-Writes `report.md`, `report_training.png` (loss and learning rate against step, and
-the controller phase when the run had one) and `report_eval.png` (the task's headline
-metric and mean k per strategy) into the run folder or `--output DIR`. It reads the
-run's files only (`config.yaml`, `metrics.jsonl`, `summary.json`, and `compare.json`
-when `attd compare` wrote one): no torch, no model. matplotlib loads when the figures
-are drawn, with the object API on the Agg canvas, as for `attd compare`.
+Writes `report.md`, `report_training.png` (loss and learning rate against step, the
+validation metric against step when the run validated, and the controller phase when
+it had one) and `report_eval.png` (the task's headline metric and mean k per strategy)
+into the run folder or `--output DIR`. It reads the run's files only (`config.yaml`,
+`metrics.jsonl`, `summary.json`, and `compare.json` when `attd compare` wrote one): no
+torch, no model. matplotlib loads when the figures are drawn, with the object API on
+the Agg canvas, as for `attd compare`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from attd_core import (
     PhaseSummary,
     RunSummary,
     TrainSummary,
+    ValidationRecord,
     check_destination,
 )
 
@@ -239,6 +241,50 @@ def _relative(target: Path, start: Path) -> str:
         return target.resolve().as_posix()
 
 
+def validation_headline(validations: Sequence[ValidationRecord]) -> str | None:
+    """The metric the curve shows: accuracy when recorded, else the first metric."""
+    names = list(dict.fromkeys(name for record in validations for name in record.metrics))
+    if not names:
+        return None
+    return "accuracy" if "accuracy" in names else names[0]
+
+
+def validation_lines(validations: Sequence[ValidationRecord]) -> list[str]:
+    """A sentence on the validations while training (the headline metric at the first
+    and the last, and the highest accuracy), then a table: one row per validation."""
+    names = list(dict.fromkeys(name for record in validations for name in record.metrics))
+    latest = validations[-1]
+    text = (
+        f"Validated {len(validations)} times while training, on the first {latest.n} "
+        f"examples of split `{latest.split}`, without adaptation; seconds are training "
+        "seconds so far (validation not counted)."
+    )
+    headline = validation_headline(validations)
+    scored = [r for r in validations if _is_number(r.metrics.get(headline))]
+    if scored:
+        first, last = scored[0], scored[-1]
+        text += (
+            f" Validation {headline}: {first.metrics[headline]:.4f} at step {first.step}, "
+            f"{last.metrics[headline]:.4f} at step {last.step}"
+        )
+        if headline == "accuracy":
+            best = max(scored, key=lambda record: record.metrics[headline])
+            text += f" (highest {best.metrics[headline]:.4f}, at step {best.step})"
+        text += "."
+    columns = ["step", "epoch", "seconds", *names]
+    lines = [
+        text,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" for _ in columns) + "|",
+    ]
+    for record in validations:
+        cells = [str(record.step), str(record.epoch), _number(record.seconds, ".1f")]
+        cells += [_number(record.metrics.get(name), ".4f") for name in names]
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    return lines
+
+
 def _training_line(label: str, phase: TrainSummary | PhaseSummary) -> str:
     parts = [f"{phase.steps} steps"]
     if isinstance(phase, TrainSummary):
@@ -283,6 +329,9 @@ def markdown(run: RunFiles, out: Path) -> str:
         )
     else:
         lines.append("`metrics.jsonl` holds no training records.")
+    validations = ValidationRecord.read(run.records)
+    if validations:
+        lines += ["", *validation_lines(validations)]
     controller_records = events(run.records, "controller", "step", "loss")
     if controller_records:
         lines.append(
@@ -377,11 +426,20 @@ def _curve(
 
 
 def render_training_png(path: Path, run: RunFiles) -> Path:
-    """Loss and lr against step (and the controller phase's loss and mean k), staged."""
+    """Loss and lr against step, the validation metric against step below it (same
+    steps, so the end of a plateau lines up), and the controller phase's loss and mean
+    k; staged."""
     train = events(run.records, "train", "step", "loss")
+    validations = ValidationRecord.read(run.records)
+    metric = validation_headline(validations)
+    validated = [
+        {"step": record.step, metric: record.metrics[metric]}
+        for record in validations
+        if metric is not None and _is_number(record.metrics.get(metric))
+    ]
     controller = events(run.records, "controller", "step", "loss")
     regime = run.summary.train.regime
-    panels = 2 if controller else 1
+    panels = 1 + bool(validated) + bool(controller)
     figure = _figure((7.0, 3.4 * panels))
     axes = figure.add_subplot(panels, 1, 1)
     task = run.summary.task
@@ -392,8 +450,13 @@ def render_training_png(path: Path, run: RunFiles) -> Path:
     else:
         axes.text(0.5, 0.5, "no training records", ha="center", va="center")
         axes.set_axis_off()
+    if validated:
+        below = figure.add_subplot(panels, 1, 2, sharex=axes if train else None)
+        label = f"validation {metric}"
+        _curve(below, validated, metric, None, label=label, twin_label="")
+        below.set_title(f"{task}: {label} ({validations[-1].n} {validations[-1].split} examples)")
     if controller:
-        axes = figure.add_subplot(panels, 1, 2)
+        axes = figure.add_subplot(panels, 1, panels)
         _curve(axes, controller, "loss", "mean_k", label="controller loss", twin_label="mean k")
         axes.set_title(f"{task}: controller phase (backbone frozen)")
     return stage_png(figure, path)

@@ -98,6 +98,7 @@ if TYPE_CHECKING:
     from attd_core.runtime.finished_run import load_run as load_run
     from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
     from attd_core.runtime.progress import progress_bar as progress_bar
+    from attd_core.runtime.records import ValidationRecord as ValidationRecord
     from attd_core.runtime.run import check_shift as check_shift
     from attd_core.runtime.run import evaluate_strategies as evaluate_strategies
     from attd_core.runtime.run import run_experiment as run_experiment
@@ -167,6 +168,7 @@ _LAZY_NAMES = lazy_exports(
         "attd_core.runtime.finished_run": ("load_run",),
         "attd_core.runtime.metrics": ("MetricsWriter",),
         "attd_core.runtime.progress": ("progress_bar",),
+        "attd_core.runtime.records": ("ValidationRecord",),
         "attd_core.runtime.run": ("check_shift", "evaluate_strategies", "run_experiment"),
         "attd_core.runtime.run_folder": ("RUN_MARKERS",),
         "attd_core.runtime.run_lock": ("FolderLock", "lock_folder"),

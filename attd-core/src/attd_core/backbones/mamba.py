@@ -71,6 +71,9 @@ class MambaBlock(nn.Module):
         # Decaying A_log towards 0 would pull every mode to A = -1; D is a skip gain.
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
+        # The SSM's own parameters: the trainer gives them train.ssm_lr and no decay.
+        for param in (self.A_log, self.D, self.dt_proj.weight, self.dt_proj.bias):
+            param._ssm_parameter = True
         self._init_dt(options.dt_min, options.dt_max)
         with torch.no_grad():
             self.out_proj.weight /= math.sqrt(options.n_layers)

@@ -48,12 +48,13 @@ class _Open(_Record):
 
 class PositionRecord(_Record):
     """`resume.TrainingPosition`: steps done, the epoch in progress, its batches used,
-    the losses not yet logged."""
+    the losses not yet logged, the training seconds (absent before attd recorded them)."""
 
     step: Count
     epoch: Count
     batches: Count
     window: list[float]
+    seconds: Rate = 0.0
 
 
 class OptimizerGroupRecord(_Open):

@@ -96,7 +96,18 @@ class TrainConfig(_Section):
     )
     batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    ssm_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the SSM parameters (a Mamba layer's A_log, D and dt "
+        "projection), which are never weight-decayed; none: train.lr. Same schedule.",
+    )
+    weight_decay: float = Field(
+        0.01,
+        ge=0,
+        description="AdamW's decoupled weight decay, on weight matrices only: biases, norm "
+        "gains, embeddings and SSM parameters are not decayed.",
+    )
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1, le=MAX_OPTIMIZER_STEPS)
@@ -108,6 +119,25 @@ class TrainConfig(_Section):
         "none: only at the end.",
     )
     eval_batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    eval_split: str | None = Field(
+        "validation",
+        min_length=1,
+        description="The split validated on while training (the task's metrics, no "
+        "adaptation), for learning curves; none: no validation while training.",
+    )
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_OPTIMIZER_STEPS,
+        description="Validate every N optimiser steps and at the end of training; none: at "
+        "the end of every epoch (and of training).",
+    )
+    eval_limit: int | None = Field(
+        1000,
+        ge=1,
+        le=MAX_EXAMPLES,
+        description="Validate on the first N examples of train.eval_split (none: all).",
+    )
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (if the task can measure them)."
     )
@@ -260,6 +290,7 @@ def resolve_run_config(
     requested = _unique(parse_component(text, "strategy", manager) for text in config.eval.tta)
     strategies = _unique([parse_component("none", "strategy", manager), *requested])
     training = _training_strategy(manager, config.train)
+    _check_validation(config.train)
     shift_choice = None
     if config.eval.shift is not None:
         shift_choice = parse_component(config.eval.shift, "shift", manager)
@@ -585,6 +616,15 @@ def _training_strategy(manager: PluginManager, train: TrainConfig) -> ComponentC
             "use adaptive:K or gate:K"
         )
     return choice
+
+
+def _check_validation(train: TrainConfig) -> None:
+    """Refuse a validation interval for a run that does not validate, rather than drop it."""
+    if train.eval_split is None and train.eval_every is not None:
+        raise ConfigError(
+            f"train.eval_every ({train.eval_every}) sets how often to validate, but "
+            "train.eval_split is null (no validation); name a split or drop train.eval_every"
+        )
 
 
 def _resolve_adapters(

@@ -36,13 +36,15 @@ class TrainingPosition:
     """Where the loop stood after `step` optimiser steps.
 
     `epoch` is the epoch in progress (1-based) and `batches` how many of its batches
-    were used; `window` holds the losses since the last logged record.
+    were used; `window` holds the losses since the last logged record; `seconds` the
+    training seconds so far (validation not counted).
     """
 
     step: int = 0
     epoch: int = 0
     batches: int = 0
     window: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass

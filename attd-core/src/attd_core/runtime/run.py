@@ -102,6 +102,7 @@ def _run_in(
     seed_everything(config.runtime.seed)
     configure_threads(config.runtime.threads)
     parts = build_components(resolved, manager, device)
+    _check_validation_split(parts.task, config)
     if not distributed.is_main:
         with MetricsWriter(os.devnull) as discarded:
             quiet = Console(quiet=True)
@@ -310,6 +311,25 @@ def _check_splits(parts: Components, config: RunConfig) -> None:
                 f"{key}: task {config.task.name!r} has no split {split!r}; "
                 f"splits: {', '.join(declared)}"
             )
+
+
+def _check_validation_split(task: Task, config: RunConfig) -> None:
+    """Refuse a `train.eval_split` the task does not declare, or an empty one, before
+    training (`build_components` checks only what evaluation needs: `attd eval` and
+    `attd compare` rebuild a finished run with it and validate nothing)."""
+    split, name = config.train.eval_split, config.task.name
+    if split is None:
+        return
+    if split not in task.splits:
+        raise ConfigError(
+            f"train.eval_split: task {name!r} has no split {split!r}; splits: "
+            f"{', '.join(task.splits)}; train.eval_split=null trains without validation"
+        )
+    if len(task.load_split(split)) == 0:
+        raise ConfigError(
+            f"train.eval_split: split {split!r} of task {name!r} is empty; training "
+            "validates on it (train.eval_split=null trains without validation)"
+        )
 
 
 def _check_data(parts: Components, config: RunConfig, shift: ComponentChoice | None) -> None:

@@ -91,8 +91,14 @@ def restart_point(
         return TrainResult(step, metadata.get("epochs", 0), metadata.get("loss"), seconds)
     tensors = {name: load_tensors(run_dir, name) for name in (OPTIMIZER_FILE, RNG_FILE)}
     state = TrainingState.from_files(metadata["training"], tensors)
-    _trim_metrics(run_dir, lambda record: record.get("event") == "train" and record["step"] <= step)
+    _trim_metrics(run_dir, lambda record: _done_by(record, step))
     return state
+
+
+def _done_by(record: dict[str, Any], step: int) -> bool:
+    """Whether `record` is of training work up to `step`, which a checkpoint of that step
+    holds: a training or validation record (validation runs before a checkpoint)."""
+    return record.get("event") in ("train", "val") and record["step"] <= step
 
 
 def _without_output_dir(config: Any) -> Any:

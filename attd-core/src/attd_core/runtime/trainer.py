@@ -1,10 +1,12 @@
-"""The base training regime: the task loss, AdamW, linear warm-up then cosine decay."""
+"""The base training regime: the task loss, AdamW, linear warm-up then cosine decay,
+with validation along the way for learning curves."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -21,12 +23,15 @@ from attd_core.runtime.config import TrainConfig
 from attd_core.runtime.distributed import SINGLE, Distributed
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.progress import progress_bar
+from attd_core.runtime.records import ValidationRecord
 from attd_core.runtime.resume import TrainingPosition, TrainingState
+from attd_core.runtime.validation import validate, validation_due, validation_loader
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What training did: optimiser steps, epochs started, the last logged loss, wall time."""
+    """What training did: optimiser steps, epochs started, the last logged loss, and the
+    training seconds (wall time less validation, summed over a resumed run's sessions)."""
 
     steps: int
     epochs: int
@@ -43,17 +48,31 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over every parameter; biases, norm gains and parameters marked
-    `_no_weight_decay` (mamba-ssm's convention for `A_log` and `D`) are not decayed."""
-    decay, no_decay = [], []
+    """AdamW over every trainable parameter, in up to three groups, always in this order
+    (a resumed run's saved groups must line up with them; empty ones are left out):
+
+    1. weight matrices, decayed by `train.weight_decay`, at `train.lr`;
+    2. biases, norm gains, embeddings and parameters marked `_no_weight_decay`
+       (mamba-ssm's convention) at `train.lr`, not decayed (S4 and Mamba practice);
+    3. parameters marked `_ssm_parameter` (a Mamba layer's `A_log`, `D` and dt
+       projection) at `train.ssm_lr` (or `train.lr`), not decayed.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, ssm = [], [], []
     for param in model.parameters():
         if not param.requires_grad:
             continue
-        exempt = param.dim() < 2 or getattr(param, "_no_weight_decay", False)
-        (no_decay if exempt else decay).append(param)
+        marked = getattr(param, "_no_weight_decay", False)
+        if getattr(param, "_ssm_parameter", False):
+            ssm.append(param)
+        elif param.dim() < 2 or id(param) in embeddings or marked:
+            no_decay.append(param)
+        else:
+            decay.append(param)
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+        {"params": ssm, "weight_decay": 0.0, "lr": config.ssm_lr or config.lr},
     ]
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr)
 
@@ -110,6 +129,12 @@ def train(
     would take on the whole batch; only rank 0 checkpoints. Resuming is bit-exact for
     one process only (each process's dropout draws depend on its share).
 
+    The first `train.eval_limit` examples of `train.eval_split` are validated (see
+    `validation.py`) every `train.eval_every` steps, or at each epoch's end, and at the
+    end; each result is a `"val"` record whose `seconds` are the training seconds so
+    far: validation's own time (`validation_seconds`) is not counted in them. Rank 0
+    alone validates, before any checkpoint of the same step.
+
     A non-finite loss raises `TrainingDivergedError` before its step, and so do
     non-finite weights before a checkpoint and at the end: no model of NaNs is saved or
     returned. Every process sees the whole batch's loss and the same weights, so all
@@ -137,9 +162,10 @@ def train(
         at = resume.restore(
             optimizer, schedule, generator, generators, total=total, epoch_length=len(loader)
         )
+    validation = validation_loader(task, config) if distributed.is_main else None
     every = config.checkpoint_every
     model.train()
-    started = time.perf_counter()
+    clock = _Clock(at)
     logged = None
     with progress_bar(console) as progress:
         bar = progress.add_task("train", total=total, completed=at.step, status="")
@@ -180,12 +206,18 @@ def train(
                     status = f"epoch {at.epoch} loss {logged:.4f} lr {lr:.2e}"
                     progress.update(bar, status=status)
                 progress.advance(bar)
+                ended = at.batches == len(loader)
+                if validation is not None and validation_due(config, at.step, total, ended):
+                    record = _validate(model, validation, config, device, at, clock)
+                    metrics.write(record.model_dump())
+                    progress.console.print(_validation_line(record), highlight=False)
                 if at.step == total:
                     break
                 due = every is not None and at.step % every == 0
                 if checkpoint is not None and due:
                     _check_weights(model, metrics, at, config)
                     if distributed.is_main:
+                        clock.read()
                         checkpoint(
                             TrainingState.capture(
                                 at, optimizer, schedule, epoch_generator, generators
@@ -194,7 +226,64 @@ def train(
             else:
                 at.batches = 0  # the epoch ran out: the next one begins
     _check_weights(model, metrics, at, config)
-    return TrainResult(at.step, at.epoch, logged, time.perf_counter() - started)
+    return TrainResult(at.step, at.epoch, logged, clock.read())
+
+
+class _Clock:
+    """Training seconds, kept in `position.seconds` so that checkpoints carry them into
+    a resumed session: wall time, less the time spent inside `paused()`."""
+
+    def __init__(self, position: TrainingPosition) -> None:
+        self.position = position
+        self.lap = time.perf_counter()
+
+    def read(self) -> float:
+        """The training seconds so far."""
+        now = time.perf_counter()
+        self.position.seconds += now - self.lap
+        self.lap = now
+        return self.position.seconds
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.read()
+        try:
+            yield
+        finally:
+            self.lap = time.perf_counter()
+
+
+def _validate(
+    model: AttdModel,
+    loader: DataLoader,
+    config: TrainConfig,
+    device: torch.device,
+    at: TrainingPosition,
+    clock: _Clock,
+) -> ValidationRecord:
+    """The record of validating on `loader`'s examples now, off the training clock."""
+    with clock.paused():
+        started = time.perf_counter()
+        scores = validate(model, loader, device)
+        spent = time.perf_counter() - started
+    return ValidationRecord.of(
+        scores,
+        step=at.step,
+        epoch=at.epoch,
+        split=config.eval_split,
+        n=len(loader.dataset),
+        seconds=at.seconds,
+        validation_seconds=spent,
+    )
+
+
+def _validation_line(record: ValidationRecord) -> str:
+    """A validation as the line printed above the progress bar."""
+    scores = ", ".join(f"{key} {value:.4f}" for key, value in record.metrics.items())
+    return (
+        f"validation at step {record.step} (epoch {record.epoch}): {scores} on "
+        f"{record.n} {record.split} examples"
+    )
 
 
 def _check_weights(
