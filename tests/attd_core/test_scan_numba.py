@@ -172,6 +172,23 @@ def test_leaves_its_inputs_and_incoming_gradients_untouched(d_inner, d_state):
     assert torch.equal(grad_y, grads_before[0]) and torch.equal(grad_last, grads_before[1])
 
 
+def test_strided_inputs_give_the_values_and_gradients_of_contiguous_ones():
+    """The Mamba block's layout: x a transposed view of the convolution's output, B and C
+    slices of one projection. Converted once in forward; backward reads those copies."""
+    inputs = make_inputs(2, 37, 6, 3)
+    x = inputs["x"].detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    projection = torch.cat([inputs["B"], inputs["C"]], dim=-1).detach().requires_grad_()
+    B, C = projection.split(3, dim=-1)
+    assert not (x.is_contiguous() or B.is_contiguous() or C.is_contiguous())
+    strided = {**inputs, "x": x, "B": B, "C": C}
+    got = values_and_grads(strided, "numba", None)
+    want = values_and_grads(inputs, "numba", None)
+    assert torch.equal(got["y"], want["y"]) and torch.equal(got["last"], want["last"])
+    assert all(torch.equal(got[name], want[name]) for name in ("x", "dt", "A", "B", "C", "D"))
+    y, _ = numba_kernel.scan(x, inputs["dt"], inputs["A"], B, C, None)
+    assert all(saved.is_contiguous() for saved in y.grad_fn.saved_tensors)  # no copy again
+
+
 def test_forward_without_gradients_matches():
     inputs = make_inputs(2, 33, 4, 3)
     with torch.no_grad():
