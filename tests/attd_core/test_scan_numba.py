@@ -7,10 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-
-from attd_core import selective_scan  # noqa: E402
-from attd_core.backbones.scan import numba_kernel, recompute, resolve_backend  # noqa: E402
+from attd_core import selective_scan
+from attd_core.backbones.scan import numba_kernel, recompute, resolve_backend
 
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -187,6 +185,17 @@ def test_strided_inputs_give_the_values_and_gradients_of_contiguous_ones():
     assert all(torch.equal(got[name], want[name]) for name in ("x", "dt", "A", "B", "C", "D"))
     y, _ = numba_kernel.scan(x, inputs["dt"], inputs["A"], B, C, None)
     assert all(saved.is_contiguous() for saved in y.grad_fn.saved_tensors)  # no copy again
+
+
+def test_compiles_uncached_with_a_warning_where_numba_cannot_cache():
+    """numba raises at decoration when it has nowhere to write a cache (a read-only install
+    with no writable home, or here a function without a source file); the kernels then
+    compile in each process instead of making the module fail to import."""
+    namespace: dict = {}
+    exec(compile("def add_one(x):\n    return x + 1\n", "<no file>", "exec"), namespace)
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+        compiled = numba_kernel._cached_njit(nogil=True)(namespace["add_one"])
+    assert compiled(1) == 2
 
 
 def test_forward_without_gradients_matches():

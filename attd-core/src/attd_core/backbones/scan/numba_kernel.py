@@ -29,10 +29,13 @@ fp16 run in float32), with `cache=True`. A cold compile takes about 25 s for flo
 the cache in about 0.5 s. The cache lives in `__pycache__` next to this file or, where
 that is read-only (an installed site-packages), in numba's user-wide cache directory
 (`~/.cache/numba` on Linux); `NUMBA_CACHE_DIR` overrides both. It is keyed on this file's
-contents and the CPU model, so an edit or another machine recompiles.
+contents and the CPU model, so an edit or another machine recompiles. Where numba finds
+no writable place at all, the kernels compile in every process instead (`_cached_njit`).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numba
 import numpy as np
@@ -178,7 +181,28 @@ def _zero_overload(array):
 # ---------------------------------------------------------------- kernels
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FORWARD_MATH)
+def _cached_njit(**options):
+    """`njit(cache=True, **options)`, or `njit(**options)` with a warning where numba has
+    nowhere to write the cache (the package folder, the user cache and `NUMBA_CACHE_DIR`
+    all missing or read-only): numba then raises at decoration, which would make this
+    module fail to import and take the fast scan away rather than only its cache."""
+
+    def decorate(function):
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError as error:
+            warnings.warn(
+                f"numba has nowhere to cache the scan kernels ({error}): they compile "
+                "again in every process (~25 s); set NUMBA_CACHE_DIR to a writable folder",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return njit(**options)(function)
+
+    return decorate
+
+
+@_cached_njit(parallel=True, nogil=True, fastmath=_FORWARD_MATH)
 def _forward_kernel(x, dt, At, B, C, h0, y, last, checkpoints, width, chunk):  # pragma: no cover
     """y and the last state; the state before every `chunk`-th token into `checkpoints`
     `(b, n_chunks, N, d)` unless it has no chunks (nothing needs a gradient)."""
@@ -210,7 +234,7 @@ def _forward_kernel(x, dt, At, B, C, h0, y, last, checkpoints, width, chunk):  #
         last[b, c0 : c0 + w, :] = h.T
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_BACKWARD_MATH)
+@_cached_njit(parallel=True, nogil=True, fastmath=_BACKWARD_MATH)
 def _backward_kernel(
     x, dt, At, B, C, checkpoints, grad_y, grad_last,
     grad_x, grad_dt, grad_A, grad_B, grad_C, grad_h0, width, chunk,
