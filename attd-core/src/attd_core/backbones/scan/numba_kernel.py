@@ -352,8 +352,8 @@ class _FusedScan(torch.autograd.Function):
         y, last = _empty(work, batch, length, d_inner), _empty(work, batch, d_inner, n_state)
         n_chunks = -(-length // CHUNK) if any(ctx.needs_input_grad) else 0
         checkpoints = _empty(work, batch, n_chunks, n_state, d_inner)
-        # Converted once: backward reads these, not the inputs (x arrives as a transposed
-        # view of the convolution's output, B and C as slices of one projection).
+        # Converted once: backward reads these, not the inputs (the Mamba block hands B
+        # and C over as slices of one projection).
         x_, dt_, B_, C_ = (_contiguous(tensor, work) for tensor in (x, dt, B, C))
         _forward_kernel(
             x_.numpy(), dt_.numpy(), _transposed_A(A, work), B_.numpy(), C_.numpy(),
