@@ -395,3 +395,19 @@ def test_convolution_falls_back_to_torch_off_cuda(monkeypatch):
 
     monkeypatch.setattr(mamba, "causal_conv1d_fn", fused)
     assert torch.equal(backbone(x), expected)
+
+
+def test_on_cpu_the_scan_gets_the_conv_output_as_contiguous_rows(monkeypatch):
+    """x_proj and the CPU scans read (B, L, d_inner) rows; a transposed view of the
+    convolution's (B, d_inner, L) output would be copied in each of them instead."""
+    backbone = make_backbone(n_layers=1)
+    seen = []
+    scan = mamba.selective_scan
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.is_contiguous())
+        return scan(x, *args, **kwargs)
+
+    monkeypatch.setattr(mamba, "selective_scan", spy)
+    backbone(make_inputs())
+    assert seen == [True]

@@ -115,3 +115,64 @@ def test_the_task_conformance_suite_refuses_a_task_with_its_own_forward():
 
     with pytest.raises(AssertionError, match="a Task has no forward"):
         TaskConformance().test_satisfies_the_task_protocol(OldStyle())
+
+
+def full_batch(task, length: int = 12) -> Batch:
+    """A batch of equal-length sequences: no padding, an all-True mask."""
+    gen = torch.Generator().manual_seed(0)
+    sequences = torch.randint(1, task.input_spec.vocab_size, (4, length), generator=gen)
+    return task.collate_tokens(sequences.tolist(), [0, 1, 0, 1])
+
+
+@torch.no_grad()
+def test_a_batch_without_padding_reaches_the_backbone_and_pooling_with_no_mask():
+    """An all-True mask is dropped once per forward, so no layer does masking work for it."""
+    task = TinyTask()
+    model, batch = model_for(task), full_batch(task)
+    assert batch.mask is not None and bool(batch.mask.all())
+    seen = []
+    model.backbone.register_forward_hook(
+        lambda module, args, kwargs, output: seen.append(kwargs["mask"]), with_kwargs=True
+    )
+    pooled = []
+    pooling = model.pooling
+
+    def spy(features: Tensor, mask: Tensor | None) -> Tensor:
+        pooled.append(mask)
+        return pooling(features, mask)
+
+    model.pooling = spy
+    model(batch)
+    assert seen == [None] and pooled == [None]
+    padded = task_batch(task)
+    assert not bool(padded.mask.all())
+    model(padded)
+    assert seen[1] is padded.mask and pooled[1] is padded.mask
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("mamba", {}),
+        ("mamba", {"bidirectional": True}),
+        ("transformer", {}),
+        ("transformer", {"causal": True}),
+        ("hybrid", {}),
+    ],
+)
+@pytest.mark.parametrize("pooling", ["masked-mean", "mean", "last", "cls"])
+@torch.no_grad()
+def test_no_mask_and_an_all_true_mask_give_the_same_outputs(name, options, pooling):
+    """What dropping an all-True mask relies on: every backbone and pooling computes the
+    same thing without it (up to float rounding: attention then takes SDPA's unmasked
+    kernel)."""
+    task = TinyTask()
+    torch.manual_seed(0)
+    model = AttdModel(task, tiny_backbone(name, **options), pooling).eval()
+    batch = full_batch(task)
+    x = model.embed(batch.inputs)
+    features = model.backbone(x, mask=None)
+    torch.testing.assert_close(model.backbone(x, mask=batch.mask), features)
+    torch.testing.assert_close(
+        model.pool(features, batch.mask), model.pool(features, None), rtol=1e-6, atol=1e-6
+    )

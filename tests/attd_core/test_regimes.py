@@ -110,6 +110,20 @@ def test_the_controller_loss_trains_the_thresholds(manager):
     assert 0 <= mean_k <= 3
 
 
+def test_the_controller_loss_runs_the_unadapted_forward_once(manager):
+    """It hands its reference to the inner loop, which would otherwise run it again."""
+    resolved = resolve(manager, "train.regime=controller", "train.strategy=adaptive:2")
+    parts = build_components(resolved, manager, torch.device("cpu"))
+    batch = parts.task.preprocess(parts.task.load_split("train")[:8])
+    parts.training.calibrate(parts.bound, [batch], parts.objective)
+    calls = []
+    parts.model.register_forward_hook(
+        lambda module, args, output: calls.append(None) if args[1] is None else None
+    )
+    _controller_loss(parts.bound, parts.training, parts.objective, batch, TrainConfig())
+    assert len(calls) == 1
+
+
 def test_a_controller_run_saves_and_restores_the_trained_controller(manager, tmp_path):
     out = tmp_path / "run"
     resolved = resolve(

@@ -7,10 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-
-from attd_core import selective_scan  # noqa: E402
-from attd_core.backbones.scan import numba_kernel, recompute, resolve_backend  # noqa: E402
+from attd_core import selective_scan
+from attd_core.backbones.scan import numba_kernel, recompute, resolve_backend
 
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -170,6 +168,34 @@ def test_leaves_its_inputs_and_incoming_gradients_untouched(d_inner, d_state):
     torch.autograd.backward((y, last), (grad_y, grad_last))
     assert all(torch.equal(core[name].detach(), before[name]) for name in core)
     assert torch.equal(grad_y, grads_before[0]) and torch.equal(grad_last, grads_before[1])
+
+
+def test_strided_inputs_give_the_values_and_gradients_of_contiguous_ones():
+    """The Mamba block's layout: x a transposed view of the convolution's output, B and C
+    slices of one projection. Converted once in forward; backward reads those copies."""
+    inputs = make_inputs(2, 37, 6, 3)
+    x = inputs["x"].detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    projection = torch.cat([inputs["B"], inputs["C"]], dim=-1).detach().requires_grad_()
+    B, C = projection.split(3, dim=-1)
+    assert not (x.is_contiguous() or B.is_contiguous() or C.is_contiguous())
+    strided = {**inputs, "x": x, "B": B, "C": C}
+    got = values_and_grads(strided, "numba", None)
+    want = values_and_grads(inputs, "numba", None)
+    assert torch.equal(got["y"], want["y"]) and torch.equal(got["last"], want["last"])
+    assert all(torch.equal(got[name], want[name]) for name in ("x", "dt", "A", "B", "C", "D"))
+    y, _ = numba_kernel.scan(x, inputs["dt"], inputs["A"], B, C, None)
+    assert all(saved.is_contiguous() for saved in y.grad_fn.saved_tensors)  # no copy again
+
+
+def test_compiles_uncached_with_a_warning_where_numba_cannot_cache():
+    """numba raises at decoration when it has nowhere to write a cache (a read-only install
+    with no writable home, or here a function without a source file); the kernels then
+    compile in each process instead of making the module fail to import."""
+    namespace: dict = {}
+    exec(compile("def add_one(x):\n    return x + 1\n", "<no file>", "exec"), namespace)
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+        compiled = numba_kernel._cached_njit(nogil=True)(namespace["add_one"])
+    assert compiled(1) == 2
 
 
 def test_forward_without_gradients_matches():

@@ -469,6 +469,37 @@ def test_the_oracle_picks_each_samples_best_step(batch):
         oracle.adapt(bound, unlabelled, OBJECTIVE)
 
 
+def unadapted_forwards(bound: BoundModel) -> list[None]:
+    """Filled with one entry per forward of `bound`'s model without an adapter state."""
+    calls: list[None] = []
+    bound.model.register_forward_hook(
+        lambda module, args, output: calls.append(None) if args[1] is None else None
+    )
+    return calls
+
+
+def test_a_given_reference_replaces_the_loops_own_unadapted_forward(batch):
+    bound = make_bound()
+    start = bound.init_adapter_state(len(batch))
+    steps = torch.full((4,), 2)
+    own = adapt_batch(bound, batch, OBJECTIVE, loop(), steps, initial_state=start)
+    with torch.no_grad():
+        reference = bound(batch)
+    calls = unadapted_forwards(bound)
+    given = adapt_batch(
+        bound, batch, OBJECTIVE, loop(), steps, initial_state=start, reference=reference
+    )
+    assert calls == []
+    assert all(torch.equal(given.state[key], own.state[key]) for key in own.state)
+
+
+def test_the_oracle_runs_the_unadapted_forward_once(batch):
+    bound = make_bound()
+    calls = unadapted_forwards(bound)
+    OracleSteps(OracleOptions(k_max=2, lr=LR)).adapt(bound, batch, OBJECTIVE)
+    assert len(calls) == 1
+
+
 def test_the_oracle_is_one_strategy_and_no_controller(attd_pm):
     oracle = parse_component("oracle:8", "strategy", attd_pm).create()
     assert isinstance(oracle, OracleSteps) and oracle.uses_labels

@@ -165,6 +165,14 @@ def test_only_core_depends_on_torch(project):
         assert torch == [], f"{project} should get torch through attd-core"
 
 
+def test_core_depends_on_numba_for_the_fast_cpu_scan():
+    """A plain `pip install attd-core` gets the fused CPU scan, not the 10x slower fallback."""
+    numba = [req for req in dependencies("attd-core") if requirement_name(req) == "numba"]
+    assert numba == ["numba>=0.60"]
+    extras = pyproject("attd-core")["project"]["optional-dependencies"]
+    assert "numba" not in extras
+
+
 def test_core_cuda_extra_declares_the_fast_kernels():
     cuda = pyproject("attd-core")["project"]["optional-dependencies"]["cuda"]
     assert {requirement_name(req) for req in cuda} >= {"mamba-ssm", "causal-conv1d"}

@@ -164,7 +164,8 @@ def test_list_plugins_shows_core_and_lra(venv):
 
 
 def test_run_listops_tiny(venv, tmp_path):
-    attd_run(venv, "listops", tmp_path / "listops")
+    summary = attd_run(venv, "listops", tmp_path / "listops")
+    assert summary["scan_backend"] == "numba"  # attd-core's own dependencies bring it
 
 
 def test_example_plugin_installs_lists_and_runs(venv, wheelhouse, tmp_path):

@@ -59,6 +59,21 @@ def resolve_pooling(
         raise ConfigError(str(exc)) from None
 
 
+def padding_mask(mask: Tensor | None) -> Tensor | None:
+    """The mask the backbone and the pooling get: `mask`, or None when no token is padding.
+
+    Tasks without padding (every image task, equal-length text batches) still collate an
+    all-True mask. Passing None instead gives the same outputs without the work a mask
+    costs: in each Mamba block three multiplies and, bidirectional, a gather per
+    direction; in attention layers a `(B, 1, L, L)` mask that also keeps SDPA off its
+    unmasked kernels; in `masked-mean` a weighted sum. The check is one reduction of a
+    `(B, L)` bool tensor (on CUDA, one synchronisation per forward).
+    """
+    if mask is None or bool(mask.all()):
+        return None
+    return mask
+
+
 class AttdModel(nn.Module):
     """Input embedding + backbone + pooling + the task's head, run by `forward`.
 
@@ -129,15 +144,17 @@ class AttdModel(nn.Module):
         `task.second_tower(batch)` through the same embedding, backbone, adapter state
         and pooling. `features`, `embedded` and `pooled` are the first tower's.
         """
-        embedded, features = self._tower(batch.inputs, batch.mask, adapter_state)
+        mask = padding_mask(batch.mask)
+        embedded, features = self._tower(batch.inputs, mask, adapter_state)
         if self.token_level:
             return ModelOutput(logits=self.head(features), features=features, embedded=embedded)
-        pooled = self.pool(features, batch.mask)
+        pooled = self.pool(features, mask)
         head_input = pooled
         if self.two_towers:
             second = self.task.second_tower(batch)
-            _, second_features = self._tower(second.inputs, second.mask, adapter_state)
-            head_input = self.task.pair_towers(pooled, self.pool(second_features, second.mask))
+            second_mask = padding_mask(second.mask)
+            _, second_features = self._tower(second.inputs, second_mask, adapter_state)
+            head_input = self.task.pair_towers(pooled, self.pool(second_features, second_mask))
         return ModelOutput(
             logits=self.head(head_input), features=features, embedded=embedded, pooled=pooled
         )

@@ -192,6 +192,10 @@ class MambaBlock(nn.Module):
         if mask is not None:
             xs = xs * mask.unsqueeze(-1).to(xs.dtype)
         xs = self._conv(xs.transpose(1, 2)).transpose(1, 2)
+        if not xs.is_cuda:
+            # x_proj's matmul and the CPU scans read (B, L, d_inner) rows: one copy here
+            # instead of one in each. mamba-ssm reads the conv's (B, d_inner, L) layout.
+            xs = xs.contiguous()
         start = self.initial_state(state, prefix, x.shape[0])
         y = self._ssm(xs, z, state, prefix, mask=mask, initial_state=start)
         return self._linear("out_proj", y, state, prefix)

@@ -153,6 +153,7 @@ def _controller_loss(
         gamma=strategy.gate,
         on_step=record,
         differentiable=learned_steps,
+        reference=reference,
     )
     losses = torch.stack(task_losses, dim=1)  # (B, k_max + 1)
     reach = plan.weights.flip(1).cumsum(1).flip(1)[:, 1:]  # P(K >= k), k = 1..k_max

@@ -47,6 +47,7 @@ def adapt_batch(
     on_step: Callable[[int, AdapterState], None] | None = None,
     differentiable: bool = False,
     create_graph: bool = False,
+    reference: ModelOutput | None = None,
 ) -> Adaptation:
     """Adapt a state for `batch`, sample i taking up to `steps[i]` inner steps.
 
@@ -55,11 +56,13 @@ def adapt_batch(
     `options.damping` is used. `on_step(s, state)` sees the whole batch's state after
     step s (for oracles and training regimes). With `differentiable`, updates stay in the
     autograd graph (training regimes); `create_graph` makes them second order.
+    `reference` is `model(batch)` without gradients, for a caller that has already run
+    it: otherwise the loop runs that forward itself.
     """
     loop = _Loop(
         model, batch, objective, options, initial_state, gamma, differentiable, create_graph
     )
-    return loop.run(steps, on_step)
+    return loop.run(steps, on_step, reference)
 
 
 class _Loop:
@@ -112,12 +115,16 @@ class _Loop:
         return rows if self.per_sample else {key: value[0] for key, value in rows.items()}
 
     def run(
-        self, steps: StepPlan, on_step: Callable[[int, AdapterState], None] | None
+        self,
+        steps: StepPlan,
+        on_step: Callable[[int, AdapterState], None] | None,
+        reference: ModelOutput | None = None,
     ) -> Adaptation:
         model, batch, size = self.model, self.batch, len(self.batch)
         device = batch.inputs.device
-        with torch.no_grad():
-            reference = model(batch)
+        if reference is None:
+            with torch.no_grad():
+                reference = model(batch)
         difficulty = None
         if callable(steps):
             with torch.no_grad():

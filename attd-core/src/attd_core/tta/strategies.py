@@ -256,7 +256,8 @@ def best_steps(
         raise ConfigError("the oracle picks a step per sample: it needs a per-sample adapter")
     fresh = model.init_adapter_state(len(batch))
     with torch.no_grad():
-        best_loss = model.sample_losses(model(batch), batch)
+        reference = model(batch)
+    best_loss = model.sample_losses(reference, batch)
     best = torch.zeros(len(batch), dtype=torch.long, device=best_loss.device)
     chosen = {key: value.detach().clone() for key, value in fresh.items()}
 
@@ -273,6 +274,14 @@ def best_steps(
 
     steps = torch.full((len(batch),), k_max, device=best.device)
     run = adapt_batch(
-        model, batch, objective, options, steps, initial_state=fresh, gamma=gamma, on_step=record
+        model,
+        batch,
+        objective,
+        options,
+        steps,
+        initial_state=fresh,
+        gamma=gamma,
+        on_step=record,
+        reference=reference,
     )
     return best, chosen, run

@@ -29,10 +29,13 @@ fp16 run in float32), with `cache=True`. A cold compile takes about 25 s for flo
 the cache in about 0.5 s. The cache lives in `__pycache__` next to this file or, where
 that is read-only (an installed site-packages), in numba's user-wide cache directory
 (`~/.cache/numba` on Linux); `NUMBA_CACHE_DIR` overrides both. It is keyed on this file's
-contents and the CPU model, so an edit or another machine recompiles.
+contents and the CPU model, so an edit or another machine recompiles. Where numba finds
+no writable place at all, the kernels compile in every process instead (`_cached_njit`).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numba
 import numpy as np
@@ -178,7 +181,28 @@ def _zero_overload(array):
 # ---------------------------------------------------------------- kernels
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FORWARD_MATH)
+def _cached_njit(**options):
+    """`njit(cache=True, **options)`, or `njit(**options)` with a warning where numba has
+    nowhere to write the cache (the package folder, the user cache and `NUMBA_CACHE_DIR`
+    all missing or read-only): numba then raises at decoration, which would make this
+    module fail to import and take the fast scan away rather than only its cache."""
+
+    def decorate(function):
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError as error:
+            warnings.warn(
+                f"numba has nowhere to cache the scan kernels ({error}): they compile "
+                "again in every process (~25 s); set NUMBA_CACHE_DIR to a writable folder",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return njit(**options)(function)
+
+    return decorate
+
+
+@_cached_njit(parallel=True, nogil=True, fastmath=_FORWARD_MATH)
 def _forward_kernel(x, dt, At, B, C, h0, y, last, checkpoints, width, chunk):  # pragma: no cover
     """y and the last state; the state before every `chunk`-th token into `checkpoints`
     `(b, n_chunks, N, d)` unless it has no chunks (nothing needs a gradient)."""
@@ -210,7 +234,7 @@ def _forward_kernel(x, dt, At, B, C, h0, y, last, checkpoints, width, chunk):  #
         last[b, c0 : c0 + w, :] = h.T
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_BACKWARD_MATH)
+@_cached_njit(parallel=True, nogil=True, fastmath=_BACKWARD_MATH)
 def _backward_kernel(
     x, dt, At, B, C, checkpoints, grad_y, grad_last,
     grad_x, grad_dt, grad_A, grad_B, grad_C, grad_h0, width, chunk,
@@ -292,7 +316,12 @@ def _width(batch: int, d_inner: int) -> int:
 
 def _numpy(tensor: Tensor, dtype: torch.dtype) -> np.ndarray:
     """A contiguous numpy view of `tensor` in `dtype` (no copy when it already is one)."""
-    return tensor.detach().to(dtype).contiguous().numpy()
+    return _contiguous(tensor, dtype).numpy()
+
+
+def _contiguous(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """`tensor` detached, in `dtype` and contiguous: itself when it already is."""
+    return tensor.detach().to(dtype).contiguous()
 
 
 def _empty(dtype: torch.dtype, *shape: int, wanted: bool = True) -> Tensor:
@@ -323,12 +352,15 @@ class _FusedScan(torch.autograd.Function):
         y, last = _empty(work, batch, length, d_inner), _empty(work, batch, d_inner, n_state)
         n_chunks = -(-length // CHUNK) if any(ctx.needs_input_grad) else 0
         checkpoints = _empty(work, batch, n_chunks, n_state, d_inner)
+        # Converted once: backward reads these, not the inputs (the Mamba block hands B
+        # and C over as slices of one projection).
+        x_, dt_, B_, C_ = (_contiguous(tensor, work) for tensor in (x, dt, B, C))
         _forward_kernel(
-            _numpy(x, work), _numpy(dt, work), _transposed_A(A, work), _numpy(B, work),
-            _numpy(C, work), _numpy(h0, work), y.numpy(), last.numpy(), checkpoints.numpy(),
-            width, CHUNK,
+            x_.numpy(), dt_.numpy(), _transposed_A(A, work), B_.numpy(), C_.numpy(),
+            _numpy(h0, work), y.numpy(), last.numpy(), checkpoints.numpy(), width, CHUNK,
         )  # fmt: skip
-        ctx.save_for_backward(x, dt, A, B, C, checkpoints)
+        ctx.save_for_backward(x_, dt_, A, B_, C_, checkpoints)
+        ctx.dtypes = (x.dtype, dt.dtype, B.dtype, C.dtype)
         ctx.work, ctx.width, ctx.h0_dtype = work, width, h0.dtype
         return y.to(out_dtype), last.to(out_dtype)
 
@@ -351,19 +383,20 @@ class _FusedScan(torch.autograd.Function):
         grad_C = _empty(work, n_blocks, batch, length, n_state, wanted=need_C)
         grad_h0 = _empty(work, batch, d_inner, n_state, wanted=need_h0)
         _backward_kernel(
-            _numpy(x, work), _numpy(dt, work), _transposed_A(A, work), _numpy(B, work),
-            _numpy(C, work), checkpoints.numpy(), _numpy(grad_y, work), _numpy(grad_last, work),
+            x.numpy(), dt.numpy(), _transposed_A(A, work), B.numpy(), C.numpy(),
+            checkpoints.numpy(), _numpy(grad_y, work), _numpy(grad_last, work),
             grad_x.numpy(), grad_dt.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
             grad_h0.numpy(), width, CHUNK,
         )  # fmt: skip
         if need_A:
             grad_A = (grad_A if A.dim() == 3 else _sum0(grad_A)).transpose(-1, -2)
+        x_dtype, dt_dtype, B_dtype, C_dtype = ctx.dtypes
         return (
-            grad_x.to(x.dtype) if need_x else None,
-            grad_dt.to(dt.dtype) if need_dt else None,
+            grad_x.to(x_dtype) if need_x else None,
+            grad_dt.to(dt_dtype) if need_dt else None,
             grad_A.to(A.dtype) if need_A else None,
-            _sum0(grad_B).to(B.dtype) if need_B else None,
-            _sum0(grad_C).to(C.dtype) if need_C else None,
+            _sum0(grad_B).to(B_dtype) if need_B else None,
+            _sum0(grad_C).to(C_dtype) if need_C else None,
             grad_h0.to(ctx.h0_dtype) if need_h0 else None,
         )
 
