@@ -198,20 +198,24 @@ def measure(args: argparse.Namespace, log: Console) -> list[dict]:
             for case in cases:
                 shape = f"B={case.batch} L={case.length}" if case.step else case.skipped
                 log.log(f"{preset} {task_name} {case.backbone}: {shape}", markup=False)
-            calls = {case.backbone: case.step for case in cases if case.step is not None}
-            if not calls:
+            timed = [case for case in cases if case.step is not None]
+            records += [
+                {"preset": preset, "task": task_name, "backbone": case.backbone}
+                | {"skipped": case.skipped}
+                for case in cases
+                if case.step is None
+            ]
+            if not timed:
                 continue
+            calls = {case.backbone: case.step for case in timed}
             runs = interleaved_runs({**calls, REF: ref}, min_seconds=args.min_seconds)
             wall, cpu = (
                 {name: statistics.median(t[i] for t in times) for name, times in runs.items()}
                 for i in (0, 1)
             )
             ref_tokens = REF_SHAPE[0] * REF_SHAPE[1]
-            for case in cases:
+            for case in timed:
                 record = {"preset": preset, "task": task_name, "backbone": case.backbone}
-                if case.step is None:
-                    records.append(record | {"skipped": case.skipped})
-                    continue
                 if args.profile:
                     profile(case, log)
                 tokens, name = case.batch * case.length, case.backbone
