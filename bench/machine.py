@@ -11,8 +11,9 @@ with torch's intra-op thread count set to `--threads`:
 - exp: `torch.exp(src, out=dst)` over 4 Mi fp32 elements.
 
 `scan_limit` turns them into the throughput a fused scan could reach (see bench/README.md).
-`interleaved_medians` times calls round-robin; `peak_in_subprocess` measures a call's peak
-memory in a fresh Python process (Linux: it reads and resets the peak RSS through /proc).
+`interleaved_medians` times calls round-robin (`interleaved_runs` also gives their CPU
+time); `peak_in_subprocess` measures a call's peak memory in a fresh Python process
+(Linux: it reads and resets the peak RSS through /proc).
 """
 
 from __future__ import annotations
@@ -47,19 +48,33 @@ def interleaved_medians(
     """Median wall time of each call after one warm-up call each, timed round-robin so a
     change in the machine's load hits them all alike: every call gets at least `min_reps`
     timed runs, more (up to `max_reps`) until its runs add up to `min_seconds`."""
+    runs = interleaved_runs(calls, min_reps, min_seconds, max_reps)
+    return {name: statistics.median(wall for wall, _ in times) for name, times in runs.items()}
+
+
+def interleaved_runs(
+    calls: dict[str, Callable[[], object]],
+    min_reps: int = 3,
+    min_seconds: float = 1.0,
+    max_reps: int = 50,
+) -> dict[str, list[tuple[float, float]]]:
+    """`(wall s, CPU s of this process)` of each timed run, timed as `interleaved_medians`
+    times them. CPU time leaves out the time this process waited for a core, so on a
+    shared machine it moves less with the load than wall time does."""
     for call in calls.values():
         call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
 
-    def wanted(runs: list[float]) -> bool:
-        return len(runs) < min_reps or (sum(runs) < min_seconds and len(runs) < max_reps)
+    def wanted(runs: list[tuple[float, float]]) -> bool:
+        total = sum(wall for wall, _ in runs)
+        return len(runs) < min_reps or (total < min_seconds and len(runs) < max_reps)
 
     while pending := [name for name, runs in times.items() if wanted(runs)]:
         for name in pending:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             calls[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(runs) for name, runs in times.items()}
+            times[name].append((time.perf_counter() - start, time.process_time() - cpu))
+    return times
 
 
 def _best_seconds(call: Callable[[], object], reps: int) -> float:

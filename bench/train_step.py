@@ -21,12 +21,16 @@ tokens/s counts B x L positions, padding included. A preset that refuses a backb
 `ref` is a fixed pure-PyTorch workload, the same in every group and in every checkout:
 a training step of two `nn.TransformerEncoderLayer`s (width 64, 4 heads, FFN 256) under a
 linear head at B=8, L=256. Within a preset and task, the cases and `ref` are timed
-round-robin in this one process (`interleaved_medians`: one warm-up step each, then at
-least 3 timed steps), so `x ref` (tokens/s over ref's) is comparable between two runs on
-a shared machine and between two checkouts. `--quick` runs the `cpu` presets only.
-`--json` prints one JSON line per case (`preset, task, backbone, B, L, tokens_per_s,
-seconds, x_ref, params, scan_backend`, or `skipped`), then one line with the load average
-at start and end, the machine limits (`machine.py`), threads and versions.
+round-robin in this one process (`interleaved_runs`: one warm-up step each, then at least
+3 timed steps, more until each case has `--min-seconds`), so `x ref` (tokens/s over
+ref's) is comparable between two runs on a shared machine and between two checkouts.
+Each step's CPU time (this process's, all threads) is taken too: `tokens/CPU-s` leaves out
+the time the process waited for a core, so it moves less with other jobs' load than
+tokens/s does. `--quick` runs the `cpu` presets only. `--json` prints one JSON line per
+case (`preset, task, backbone, B, L, seconds, cpu_seconds` (medians), `tokens_per_s,
+tokens_per_cpu_s, x_ref, ref_tokens_per_s, ref_tokens_per_cpu_s, params, scan_backend`,
+or `skipped`), then one line with the load average at start and end, the machine limits
+(`machine.py`), threads and versions.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from machine import describe, interleaved_medians, measure_limits
+from machine import describe, interleaved_runs, measure_limits
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -193,26 +198,37 @@ def measure(args: argparse.Namespace, log: Console) -> list[dict]:
             for case in cases:
                 shape = f"B={case.batch} L={case.length}" if case.step else case.skipped
                 log.log(f"{preset} {task_name} {case.backbone}: {shape}", markup=False)
-            calls = {case.backbone: case.step for case in cases if case.step is not None}
-            if not calls:
+            timed = [case for case in cases if case.step is not None]
+            records += [
+                {"preset": preset, "task": task_name, "backbone": case.backbone}
+                | {"skipped": case.skipped}
+                for case in cases
+                if case.step is None
+            ]
+            if not timed:
                 continue
-            seconds = interleaved_medians({**calls, REF: ref}, min_seconds=args.min_seconds)
-            ref_tps = REF_SHAPE[0] * REF_SHAPE[1] / seconds[REF]
-            for case in cases:
+            calls = {case.backbone: case.step for case in timed}
+            runs = interleaved_runs({**calls, REF: ref}, min_seconds=args.min_seconds)
+            wall, cpu = (
+                {name: statistics.median(t[i] for t in times) for name, times in runs.items()}
+                for i in (0, 1)
+            )
+            ref_tokens = REF_SHAPE[0] * REF_SHAPE[1]
+            for case in timed:
                 record = {"preset": preset, "task": task_name, "backbone": case.backbone}
-                if case.step is None:
-                    records.append(record | {"skipped": case.skipped})
-                    continue
                 if args.profile:
                     profile(case, log)
-                step_s = seconds[case.backbone]
-                tps = case.batch * case.length / step_s
+                tokens, name = case.batch * case.length, case.backbone
                 records.append(
                     record
-                    | {"B": case.batch, "L": case.length, "tokens_per_s": round(tps, 1)}
-                    | {"seconds": round(step_s, 4), "x_ref": round(tps / ref_tps, 4)}
+                    | {"B": case.batch, "L": case.length}
+                    | {"seconds": round(wall[name], 4), "cpu_seconds": round(cpu[name], 4)}
+                    | {"tokens_per_s": round(tokens / wall[name], 1)}
+                    | {"tokens_per_cpu_s": round(tokens / cpu[name], 1)}
+                    | {"x_ref": round(tokens / wall[name] / (ref_tokens / wall[REF]), 4)}
+                    | {"ref_tokens_per_s": round(ref_tokens / wall[REF], 1)}
+                    | {"ref_tokens_per_cpu_s": round(ref_tokens / cpu[REF], 1)}
                     | {"params": case.params, "scan_backend": scan_backend(case)}
-                    | {"ref_tokens_per_s": round(ref_tps, 1)}
                 )
     return records
 
@@ -221,7 +237,7 @@ def table(records: list[dict], threads: int) -> Table:
     view = Table(title=f"Training step, fp32, {threads} threads: tokens/s = B*L / median s")
     for column in ("preset", "task", "backbone", "B x L"):
         view.add_column(column, no_wrap=True)
-    for column in ("s / step", "tokens/s", "x ref", "params", "scan"):
+    for column in ("s / step", "tokens/s", "tokens/CPU-s", "x ref", "params", "scan"):
         view.add_column(column, justify="right")
     for r in records:
         if "skipped" in r:
@@ -234,6 +250,7 @@ def table(records: list[dict], threads: int) -> Table:
             f"{r['B']} x {r['L']}",
             f"{r['seconds']:.3f}",
             f"{r['tokens_per_s'] / 1e3:,.1f}k",
+            f"{r['tokens_per_cpu_s'] / 1e3:,.1f}k",
             f"{r['x_ref']:.3f}",
             f"{r['params']:,}",
             r["scan_backend"] or "-",
