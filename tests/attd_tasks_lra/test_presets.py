@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import math
+
 import pytest
+from rich.console import Console
 
 import attd_tasks_lra._plugin as lra_plugin
-from attd_core import TaskSpec, resolve_run_config
+from attd_core import TaskSpec, resolve_run_config, run_experiment
 from attd_core.testing import new_plugin_manager
 
 TASKS = [spec for spec in lra_plugin.SPECS if isinstance(spec, TaskSpec)]
@@ -22,3 +27,23 @@ def test_cpu_is_the_default_and_paper_is_the_s4_setting(spec):
     assert (backbone["d_model"], backbone["n_layers"], backbone["d_state"]) == (256, 6, 64)
     assert paper.train.warmup_ratio == 0.1 and paper.model.pooling == "masked-mean"
     assert paper.train.epochs > default.train.epochs
+
+
+@pytest.mark.parametrize("task", ["listops", "pathfinder"])
+def test_the_cpu_preset_trains_a_few_steps(task, tmp_path):
+    """The preset as `attd run` resolves it, on a few generated examples: three optimiser
+    steps, validation and the test evaluation run, and the loss stays finite."""
+    manager = new_plugin_manager(lra=lra_plugin)
+    small_data = ["task.num_train=96", "task.num_val=8", "task.num_test=8"]
+    resolved = resolve_run_config(
+        manager,
+        task=task,
+        preset="cpu",
+        overrides=[*small_data, f"task.cache_dir={tmp_path / 'cache'}", "train.max_steps=3"],
+        output_dir=tmp_path / "run",
+    )
+    summary = run_experiment(resolved, manager, console=Console(file=io.StringIO()))
+    assert summary.train.steps == 3 and math.isfinite(summary.train.loss)
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()]
+    assert [r["step"] for r in records if r["event"] == "val"] == [3]
+    assert summary.eval["none"].n == 8
