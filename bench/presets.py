@@ -1,17 +1,17 @@
 """Each task's CPU preset trained for its whole budget, as a user runs it, and the table
 of what it reached: task, preset, seed, wall time, load, test accuracy, steps.
 
-    python bench/presets.py run [--tasks listops,pathfinder] [--seeds 0,1,2] [--preset cpu]
-                                [--runs bench/runs]
+    python bench/presets.py run [--cells listops:cpu,listops:cpu-long,pathfinder:cpu]
+                                [--seeds 0,1,2] [--runs bench/runs]
     python bench/presets.py table [--runs bench/runs] [--readme bench/README.md]
 
-`run` trains one cell at a time (parallel torch jobs on 2 cores slow each other many
-times over): `attd run --task T --preset P --set runtime.seed=S --output-dir
-RUNS/T-P-sS`, the command a user types, in a subprocess. Beside the run folder's own
-files it writes `bench.json`: that command, the wall time of the subprocess (data
-generation and the test evaluation included) and the 1-minute load average before and
-after. A cell whose folder already holds both `summary.json` and `bench.json` is kept,
-so an interrupted `run` goes on where it stopped.
+`run` trains one cell (task, preset, seed) at a time (parallel torch jobs on 2 cores
+slow each other many times over): `attd run --task T --preset P --set runtime.seed=S
+--output-dir RUNS/T-P-sS`, the command a user types, in a subprocess. Beside the run
+folder's own files it writes `bench.json`: the cell, that command, the wall time of the
+subprocess (data generation and the test evaluation included) and the 1-minute load
+average before and after. A cell whose folder already holds both `summary.json` and
+`bench.json` is kept, so an interrupted `run` goes on where it stopped.
 
 `table` reads only run folders: test accuracy is `summary.json`'s `none`, steps and
 training seconds its `train` record (validation excluded), and the learning curves are
@@ -34,6 +34,8 @@ from pathlib import Path
 
 BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
 ATTD = Path(sys.executable).with_name("attd")
+CELLS = ("listops:cpu", "listops:cpu-long", "pathfinder:cpu")
+"""The task presets trained by default: each CPU preset the LRA tasks offer."""
 
 
 def load_average() -> float:
@@ -132,16 +134,16 @@ def write_section(readme: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("run", "table"))
-    parser.add_argument("--tasks", default="listops,pathfinder")
+    parser.add_argument("--cells", default=",".join(CELLS), help="TASK:PRESET,...")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--preset", default="cpu")
     parser.add_argument("--runs", type=Path, default=Path("bench/runs"))
     parser.add_argument("--readme", type=Path, help="write the table into this file")
     args = parser.parse_args(argv)
     if args.action == "run":
-        for task in args.tasks.split(","):
+        for cell in args.cells.split(","):
+            task, preset = cell.split(":")
             for seed in (int(seed) for seed in args.seeds.split(",")):
-                run_cell(args.runs, task, args.preset, seed)
+                run_cell(args.runs, task, preset, seed)
         return 0
     folders = sorted(p for p in args.runs.glob("*-s*") if (p / "bench.json").is_file())
     if not folders:

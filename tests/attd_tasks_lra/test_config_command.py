@@ -119,7 +119,7 @@ def test_show_merges_config_files_in_order_then_set(tmp_path):
         (["--set", "train.lr=-1"], ["train.lr", "-1", "greater than 0"]),
         (["--set", "task.max_depth=x"], ["task.max_depth", "'x'", "integer"]),
         (["--tta", "bogus:1"], ["unknown strategy 'bogus'; available: adaptive, fixed"]),
-        (["--preset", "nope"], ["no preset 'nope'", "cpu, paper"]),
+        (["--preset", "nope"], ["no preset 'nope'", "cpu, cpu-long, paper"]),
         (["--format", "xml"], ["--format", "'xml'", "yaml or json"]),
     ],
 )

@@ -29,8 +29,10 @@ def test_cpu_is_the_default_and_paper_is_the_s4_setting(spec):
     assert paper.train.epochs > default.train.epochs
 
 
-@pytest.mark.parametrize("task", ["listops", "pathfinder"])
-def test_the_cpu_preset_trains_a_few_steps(task, tmp_path):
+@pytest.mark.parametrize(
+    ("task", "preset"), [("listops", "cpu"), ("listops", "cpu-long"), ("pathfinder", "cpu")]
+)
+def test_the_cpu_presets_train_a_few_steps(task, preset, tmp_path):
     """The preset as `attd run` resolves it, on a few generated examples: three optimiser
     steps, validation and the test evaluation run, and the loss stays finite."""
     manager = new_plugin_manager(lra=lra_plugin)
@@ -38,7 +40,7 @@ def test_the_cpu_preset_trains_a_few_steps(task, tmp_path):
     resolved = resolve_run_config(
         manager,
         task=task,
-        preset="cpu",
+        preset=preset,
         overrides=[*small_data, f"task.cache_dir={tmp_path / 'cache'}", "train.max_steps=3"],
         output_dir=tmp_path / "run",
     )
