@@ -1,8 +1,10 @@
 """`attd compare`: a trained run under several strategies (and shifts), on the same data.
 
 Writes `compare.json`, `compare.md` and `compare.png` (or `STEM.*` for `--output STEM`)
-and prints one table per shift. `none` is always evaluated first, as the baseline; the
-oracle (any strategy that reads labels) is marked in every report.
+and prints one table per shift. `none` is always evaluated first, as the baseline: every
+other strategy is compared with it on the same examples (accuracy difference with a
+paired bootstrap interval, exact McNemar p-value, flips). The oracle (any strategy that
+reads labels) is marked in every report.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from attd_cli.evaluate import check_run_dir, dump_json, evaluate_loaded, parse_shifts
+from attd_cli.paired_columns import HEADERS, note, paired, paired_table
+from attd_cli.paired_columns import cells as paired_cells
 from attd_cli.plots import strategy_label
 from attd_cli.tables import WrappingTable
 from attd_core import ConfigError, PluginManager, check_destination
 
 if TYPE_CHECKING:
-    from attd_core import EvalResult
+    from attd_core import EvalResult, EvalSummary
 
 DEFAULT_STEM = "compare"
 ORACLE_NOTE = (
@@ -68,6 +72,8 @@ def compare(
     written = write_reports(stem, report)
     for shift, entries in report["shifts"].items():
         console.print(compare_table(report["task"], shift, entries))
+        console.print(compare_paired_table(report["task"], shift, entries))
+    console.print(escape(paired_note(report)), highlight=False)
     if any(e["uses_labels"] for entries in report["shifts"].values() for e in entries.values()):
         console.print(escape(ORACLE_NOTE), highlight=False)
     for file in written:
@@ -75,26 +81,38 @@ def compare(
     return report
 
 
-def entry(result: EvalResult) -> dict[str, Any]:
-    """One strategy under one shift, as `compare.json` holds it."""
+def entry(result: EvalResult, summary: EvalSummary) -> dict[str, Any]:
+    """One strategy under one shift, as `compare.json` holds it: its `summary` (with
+    the comparison with `none`, without the per-example outcomes), guards and k counts."""
     counts = Counter(result.steps)
     return {
-        **result.summary().model_dump(),
+        **summary.model_dump(exclude={"correct"}),
         "stats": dict(result.stats),
         "k_histogram": {str(k): counts[k] for k in sorted(counts)},
     }
 
 
-def build_report(results: Mapping[str, Mapping[str, EvalResult]], **header: Any) -> dict[str, Any]:
+def shift_entries(by_tta: Mapping[str, EvalResult], *, seed: int) -> dict[str, dict[str, Any]]:
+    """Every strategy under one shift, each compared with `none` (bootstrap seed `seed`)."""
+    from attd_core import with_paired
+
+    summaries = {canonical: result.summary() for canonical, result in by_tta.items()}
+    return {
+        canonical: entry(result, with_paired(summaries, canonical, seed=seed))
+        for canonical, result in by_tta.items()
+    }
+
+
+def build_report(
+    results: Mapping[str, Mapping[str, EvalResult]], *, seed: int, **header: Any
+) -> dict[str, Any]:
     """The `compare.json` content: `header`, the strategy order, then shift -> tta -> entry."""
     first = next(iter(results.values()))
     return {
         **header,
+        "seed": seed,
         "strategies": list(first),
-        "shifts": {
-            shift: {canonical: entry(result) for canonical, result in by_tta.items()}
-            for shift, by_tta in results.items()
-        },
+        "shifts": {shift: shift_entries(by_tta, seed=seed) for shift, by_tta in results.items()},
     }
 
 
@@ -134,6 +152,12 @@ def _guards(stats: Mapping[str, float]) -> str:
 COLUMNS = ("tta", "accuracy", "mean k", "p50 k", "p90 k", "s/sample", "n", "uses labels")
 
 
+def paired_note(report: Mapping[str, Any]) -> str:
+    """What the comparison columns hold (or why they are empty), for every shift."""
+    entries = (e for by_tta in report["shifts"].values() for e in by_tta.values())
+    return note(paired(e.get("paired")) for e in entries)
+
+
 def _row(canonical: str, e: Mapping[str, Any]) -> list[str]:
     return [
         strategy_label(canonical, e["uses_labels"]),
@@ -155,6 +179,18 @@ def compare_table(task: str, shift: str, entries: Mapping[str, Mapping[str, Any]
     return table
 
 
+def compare_paired_table(
+    task: str, shift: str, entries: Mapping[str, Mapping[str, Any]]
+) -> WrappingTable:
+    """The printed comparison with `none` for one shift."""
+    rows = [
+        (strategy_label(canonical, e["uses_labels"]), e["accuracy"], paired(e.get("paired")))
+        for canonical, e in entries.items()
+        if canonical != "none"
+    ]
+    return paired_table(f"{task} ({shift})", rows)
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """`compare.md`: a header, then one table per shift (with adapter size and guards)."""
     limit = "all" if report["limit"] is None else report["limit"]
@@ -164,7 +200,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"Run `{report['run_dir']}`; split `{report['split']}` (limit {limit}); "
         f"seed {report['seed']}; device `{report['device']}`.",
     ]
-    columns = [*COLUMNS, "adapter params", "guards"]
+    columns = [*COLUMNS[:2], *HEADERS, *COLUMNS[2:], "adapter params", "guards"]
     oracle = False
     for shift, entries in report["shifts"].items():
         lines += ["", f"## {shift}", ""]
@@ -175,13 +211,17 @@ def markdown(report: Mapping[str, Any]) -> str:
         for canonical, e in entries.items():
             oracle = oracle or e["uses_labels"]
             params = e["adapter_parameters"]
+            row = _row(canonical, e)
             cells = [
-                *_row(canonical, e),
+                *row[:2],
+                *paired_cells(paired(e.get("paired"))),
+                *row[2:],
                 "-" if params is None else str(params),
                 _guards(e["stats"]),
             ]
             cells[0] = f"`{cells[0]}`" if not e["uses_labels"] else f"`{canonical}` (uses labels)"
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += ["", paired_note(report)]
     if oracle:
         lines += ["", ORACLE_NOTE]
     return "\n".join(lines) + "\n"
