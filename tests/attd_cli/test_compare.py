@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from typer.testing import CliRunner, Result
@@ -494,3 +495,77 @@ def test_the_figure_draws_each_difference_from_none_with_its_interval(tmp_path):
         write_compare_png(tmp_path / f"{name}.png", report)
         heights[name] = int.from_bytes((tmp_path / f"{name}.png").read_bytes()[20:24], "big")
     assert heights["with"] > heights["without"]  # the panel of differences
+
+
+@pytest.fixture(scope="module")
+def reseeded(manager, tmp_path_factory) -> Path:
+    """The `trained` run's config with another `runtime.seed`, trained too."""
+    out = tmp_path_factory.mktemp("reseeded") / "run"
+    args = ["run", "--task", "parity", *TINY, "--seed", "5", "--output-dir", str(out)]
+    result = invoke(manager, *args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_compare_pools_runs_of_one_config_with_different_seeds(
+    manager, trained, reseeded, tmp_path
+):
+    stem = tmp_path / "seeds"
+    args = ["compare", str(trained), str(reseeded), "--tta", "fixed:1", *LIMIT]
+    result = invoke(manager, *args, "--output", str(stem))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "seeds.json").read_text())
+    assert report["run_dirs"] == [str(trained), str(reseeded)] and report["seeds"] == [0, 5]
+    runs = [run["shifts"]["clean"] for run in report["runs"]]
+    pooled = report["shifts"]["clean"]["fixed:1"]
+    accuracies = [run["fixed:1"]["accuracy"] for run in runs]
+    assert pooled["runs"] == 2 and pooled["n"] == 12
+    assert pooled["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert pooled["accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2**0.5)
+    per_run = [run["fixed:1"]["paired"] for run in runs]
+    paired = pooled["paired"]
+    assert paired["runs"] == 2 and paired["n"] == 12
+    differences = [p["difference"] for p in per_run]
+    assert paired["difference"] == pytest.approx(sum(differences) / 2)
+    assert paired["std"] == pytest.approx(abs(differences[0] - differences[1]) / 2**0.5)
+    for key in ("wrong_to_right", "right_to_wrong"):
+        assert paired[key] == sum(p[key] for p in per_run)
+    assert report["shifts"]["clean"]["none"]["paired"] is None
+    md = (tmp_path / "seeds.md").read_text()
+    assert "Pooled over the 2 runs" in md and "## Per run" in md and "(seed 5)" in md
+    assert "pooled over 2 runs" in md and "±" in result.stdout
+    assert (tmp_path / "seeds.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def _with_config(run: Path, tmp_path: Path, name: str, key: str, value: Any) -> Path:
+    """A copy of `run` whose config.yaml has `key` (dotted) set to `value`."""
+    copy = Path(shutil.copytree(run, tmp_path / name))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    section, field = key.split(".")
+    config[section][field] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (("train.lr", 0.5), ["differs from", "in train.lr", "runtime.seed alone"]),
+        (("runtime.seed", 0), ["both have runtime.seed 0"]),
+    ],
+    ids=["other key", "same seed"],
+)
+def test_runs_compared_together_must_differ_in_the_seed_alone(
+    manager, trained, tmp_path, change, fragments
+):
+    other = _with_config(trained, tmp_path, "other", *change)
+    args = ["compare", str(trained), str(other), "--tta", "fixed:1"]
+    assert_user_error(invoke(manager, *args, "--output", str(tmp_path / "x")), *fragments)
+
+
+def test_several_runs_need_an_output_and_distinct_folders(manager, trained, tmp_path):
+    other = _with_config(trained, tmp_path, "other", "runtime.seed", 9)
+    result = invoke(manager, "compare", str(trained), str(other), "--tta", "fixed:1")
+    assert_user_error(result, "several runs needs --output STEM")
+    args = ["compare", str(trained), str(trained), "--tta", "fixed:1", "--output", "x"]
+    assert_user_error(invoke(manager, *args), "is given twice")

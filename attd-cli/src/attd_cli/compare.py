@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from attd_cli.compare_seeds import check_seed_runs, pooled_entries, runs_markdown
 from attd_cli.evaluate import check_run_dir, dump_json, evaluate_loaded, parse_shifts
 from attd_cli.paired_columns import HEADERS, note, paired, paired_table
 from attd_cli.paired_columns import cells as paired_cells
@@ -37,7 +38,7 @@ ORACLE_NOTE = (
 
 def compare(
     manager: PluginManager,
-    run_dir: str | Path,
+    run_dirs: Sequence[str | Path],
     *,
     tta: Sequence[str],
     shifts: Sequence[str],
@@ -46,29 +47,45 @@ def compare(
     console: Console,
     progress_console: Console,
 ) -> dict[str, Any]:
-    """Evaluate, write the three reports, print the tables; returns the JSON report."""
-    path = check_run_dir(run_dir)
+    """Evaluate, write the three reports, print the tables; returns the JSON report.
+
+    Several `run_dirs` (one config, different seeds) are evaluated each and pooled (see
+    `attd_cli.compare_seeds`); their reports go to `--output`, which they need.
+    """
+    paths = [check_run_dir(run_dir) for run_dir in run_dirs]
+    for index, path in enumerate(paths):
+        if path.resolve() in [other.resolve() for other in paths[:index]]:
+            raise ConfigError(f"run folder {str(path)!r} is given twice")
     if not tta:
         raise ConfigError("compare needs at least one --tta SPEC (none is always included)")
-    stem = path / DEFAULT_STEM if output is None else Path(output)
+    if len(paths) > 1 and output is None:
+        raise ConfigError("comparing several runs needs --output STEM: where to write the reports")
+    stem = paths[0] / DEFAULT_STEM if output is None else Path(output)
     for file in report_paths(stem):  # before any work; missing folders are created
         check_destination(file, "--output" if output is not None else "report file")
     shift_choices = parse_shifts(shifts, manager)
+    seeds = check_seed_runs(paths) if len(paths) > 1 else None
 
     from attd_core import load_run
 
-    resolved, parts, device = load_run(path, manager, tta=tta, overrides=overrides)
-    config = resolved.config
-    results = evaluate_loaded(parts, config, device, shift_choices or [None], progress_console)
-    report = build_report(
-        results,
-        run_dir=str(path),
-        task=config.task.name,
-        split=config.eval.split,
-        limit=config.eval.limit,
-        seed=config.runtime.seed,
-        device=str(device),
-    )
+    evaluated = []
+    for path in paths:
+        resolved, parts, device = load_run(path, manager, tta=tta, overrides=overrides)
+        config = resolved.config
+        results = evaluate_loaded(parts, config, device, shift_choices or [None], progress_console)
+        evaluated.append(results)
+    header = {
+        "task": config.task.name,
+        "split": config.eval.split,
+        "limit": config.eval.limit,
+        "device": str(device),
+    }
+    if seeds is None:
+        report = build_report(
+            evaluated[0], run_dir=str(paths[0]), seed=config.runtime.seed, **header
+        )
+    else:
+        report = build_seeds_report(evaluated, paths, seeds, **header)
     written = write_reports(stem, report)
     for shift, entries in report["shifts"].items():
         console.print(compare_table(report["task"], shift, entries))
@@ -116,6 +133,33 @@ def build_report(
     }
 
 
+def build_seeds_report(
+    evaluated: Sequence[Mapping[str, Mapping[str, EvalResult]]],
+    paths: Sequence[Path],
+    seeds: Sequence[int],
+    **header: Any,
+) -> dict[str, Any]:
+    """The `compare.json` content for several runs: `header`, the runs and their seeds,
+    the strategy order, the pooled entries (shift -> tta -> entry, bootstrapped with the
+    first run's seed), then each run's own report."""
+    first = next(iter(evaluated[0].values()))
+    return {
+        **header,
+        "run_dirs": [str(path) for path in paths],
+        "seeds": list(seeds),
+        "seed": seeds[0],
+        "strategies": list(first),
+        "shifts": {
+            shift: pooled_entries([run[shift] for run in evaluated], seed=seeds[0])
+            for shift in evaluated[0]
+        },
+        "runs": [
+            build_report(results, run_dir=str(path), seed=seed)
+            for results, path, seed in zip(evaluated, paths, seeds, strict=True)
+        ],
+    }
+
+
 def report_paths(stem: Path) -> list[Path]:
     """`STEM.json`, `STEM.md` and `STEM.png`."""
     if not stem.name.strip():
@@ -159,9 +203,10 @@ def paired_note(report: Mapping[str, Any]) -> str:
 
 
 def _row(canonical: str, e: Mapping[str, Any]) -> list[str]:
+    spread = e.get("accuracy_std")
     return [
         strategy_label(canonical, e["uses_labels"]),
-        _number(e["accuracy"], 4),
+        _number(e["accuracy"], 4) + ("" if spread is None else f" ± {spread:.4f}"),
         f"{e['mean_k']:.2f}",
         f"{e['p50_k']:g}",
         f"{e['p90_k']:g}",
@@ -194,12 +239,19 @@ def compare_paired_table(
 def markdown(report: Mapping[str, Any]) -> str:
     """`compare.md`: a header, then one table per shift (with adapter size and guards)."""
     limit = "all" if report["limit"] is None else report["limit"]
-    lines = [
-        f"# attd compare: {report['task']}",
-        "",
-        f"Run `{report['run_dir']}`; split `{report['split']}` (limit {limit}); "
-        f"seed {report['seed']}; device `{report['device']}`.",
-    ]
+    where = f"split `{report['split']}` (limit {limit}); device `{report['device']}`"
+    if "runs" in report:
+        runs = ", ".join(
+            f"`{run}` (seed {seed})"
+            for run, seed in zip(report["run_dirs"], report["seeds"], strict=True)
+        )
+        heading = (
+            f"Runs {runs}; {where}. Pooled over the {len(report['runs'])} runs: metrics "
+            "are their means (accuracy ± its standard deviation across runs)."
+        )
+    else:
+        heading = f"Run `{report['run_dir']}`; {where}; seed {report['seed']}."
+    lines = [f"# attd compare: {report['task']}", "", heading]
     columns = [*COLUMNS[:2], *HEADERS, *COLUMNS[2:], "adapter params", "guards"]
     oracle = False
     for shift, entries in report["shifts"].items():
@@ -222,6 +274,8 @@ def markdown(report: Mapping[str, Any]) -> str:
             cells[0] = f"`{cells[0]}`" if not e["uses_labels"] else f"`{canonical}` (uses labels)"
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     lines += ["", paired_note(report)]
+    if "runs" in report:
+        lines += runs_markdown(report)
     if oracle:
         lines += ["", ORACLE_NOTE]
     return "\n".join(lines) + "\n"
