@@ -239,7 +239,7 @@ def compare_command(
         ),
     ] = None,
 ) -> None:
-    """Evaluate trained runs under each --tta strategy against none; write compare.json/md/png."""
+    """Compare each --tta strategy with none on runs; write compare.json/md/png."""
     from rich.console import Console
 
     from attd_cli.compare import compare
