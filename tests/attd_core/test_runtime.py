@@ -31,6 +31,7 @@ from attd_core import (
     ConfigError,
     InputSpec,
     NoOptions,
+    PluginError,
     TaskSpec,
     hookimpl,
     parse_component,
@@ -337,6 +338,27 @@ def test_evaluation_keeps_each_examples_outcome_in_evaluation_order(manager):
     assert results[1].correct == first.correct  # the same examples, in the same order
     assert first.summary().correct == "".join("1" if c else "0" for c in first.correct)
     assert "correct" not in first.record()
+
+
+def test_an_example_correct_of_the_wrong_shape_is_one_error_naming_it(manager):
+    class TokenJudge(FirstTokenTask):
+        def example_correct(self, output, batch):
+            return torch.ones(len(batch), 2, dtype=torch.bool)  # per token, not per example
+
+    model = tiny_model()
+    model.task = TokenJudge(FirstTokenOptions(size=8))
+    bound = BoundModel(model, {"shift": ShiftAdapter(NoOptions())}, seed=0)
+    with pytest.raises(PluginError, match=r"TokenJudge.example_correct returned shape \(8, 2\)"):
+        evaluate(
+            bound,
+            parse_component("none", "strategy", manager).create(),
+            manager.create("objective", "entropy-kl"),
+            model.task.load_split("test"),
+            tta="none",
+            split="test",
+            batch_size=8,
+            device=torch.device("cpu"),
+        )
 
 
 def test_a_run_compares_each_strategy_with_none_on_the_same_examples(manager, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from attd_core.errors import ConfigError
+from attd_core.errors import ConfigError, PluginError
 from attd_core.interfaces import InnerObjective, Shift, TTAStrategy
 from attd_core.model import BoundModel
 from attd_core.runtime.batching import task_loader
@@ -144,7 +144,7 @@ def evaluate(
                 stats[key] = stats.get(key, 0.0) + value
             steps += adaptation.steps.tolist()
             if judge is not None:
-                correct += judge(output, batch).tolist()
+                correct += _judged(judge(output, batch), size, bound.task)
             progress.update(bar, advance=1, status=_status(sums, len(steps)))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -166,6 +166,17 @@ def frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
+
+
+def _judged(judged: Any, size: int, task: Any) -> list[bool]:
+    """`example_correct`'s answer for a batch of `size`, checked: one bool per example."""
+    shape = tuple(getattr(judged, "shape", ()))
+    if shape != (size,):
+        raise PluginError(
+            f"{type(task).__name__}.example_correct returned shape {shape} for a batch of "
+            f"{size}: it returns one bool per example, shape ({size},)"
+        )
+    return [bool(value) for value in judged.tolist()]
 
 
 def _status(sums: dict[str, float], n: int) -> str:
