@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from typer.testing import CliRunner, Result
@@ -163,9 +164,23 @@ def test_compare_writes_json_markdown_and_png(manager, run_copy, captured):
     assert clean["none"]["k_histogram"] == {"0": 12}
     assert clean["fixed:1"]["k_histogram"] == {"1": 12}
     assert clean["fixed:1"]["adapter_parameters"] > 0
+    assert clean["none"]["paired"] is None and "correct" not in clean["none"]
+    for canonical in ("fixed:1", "oracle:2"):
+        none, other = results["none"].correct, results[canonical].correct
+        paired = clean[canonical]["paired"]
+        assert paired["n"] == 12 and paired["seed"] == report["seed"]
+        pairs = list(zip(none, other, strict=True))
+        assert paired["wrong_to_right"] == sum(not a and b for a, b in pairs)
+        assert paired["right_to_wrong"] == sum(a and not b for a, b in pairs)
+        assert paired["difference"] == pytest.approx(
+            clean[canonical]["accuracy"] - clean["none"]["accuracy"]
+        )
+    assert "against none" in result.stdout and "McNemar p" in result.stdout
 
     md = (run_copy / "compare.md").read_text()
-    assert "## clean" in md and "| tta | accuracy | mean k |" in md
+    assert "## clean" in md
+    assert "| tta | accuracy | vs none [CI] | McNemar p | flips +/- | mean k |" in md
+    assert "paired bootstrap interval" in md
     rows = [line for line in md.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["none", "fixed:1", "oracle:2"]
     assert "(uses labels)" in rows[2] and "| yes |" in rows[2] and "| no |" in rows[0]
@@ -232,6 +247,24 @@ def test_eval_adds_an_entry_to_the_summary_and_a_metrics_line(manager, run_copy)
     record = json.loads((run_copy / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["tta"] == "none" and record["shift"] == "flip:1.0"
     assert not [name for name in os.listdir(run_copy) if name.startswith(".")]
+
+
+def test_eval_compares_with_the_runs_none_on_the_same_examples(manager, run_copy):
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:2")  # the run's limit
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_copy / "summary.json").read_text())
+    none, fixed = summary["eval"]["none"], summary["eval"]["fixed:2"]
+    paired = fixed["paired"]
+    assert paired["n"] == fixed["n"] == none["n"] == 8
+    ups = sum(a == "0" and b == "1" for a, b in zip(none["correct"], fixed["correct"], strict=True))
+    assert paired["wrong_to_right"] == ups
+    assert paired["difference"] == pytest.approx(fixed["accuracy"] - none["accuracy"])
+    assert "against none" in result.stdout and "McNemar p" in result.stdout
+
+    result = invoke(manager, "eval", str(run_copy), "--tta", "fixed:1", *LIMIT)  # 12 examples
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_copy / "summary.json").read_text())["eval"]["fixed:1"]["paired"] is None
+    assert "No paired comparison with `none`" in result.stdout.replace("\n", " ")
 
 
 def test_eval_extends_a_summary_from_an_older_version(manager, run_copy):
@@ -444,3 +477,95 @@ def test_eval_refuses_a_run_folder_it_cannot_record_in(manager, run_copy, captur
         run_copy.chmod(0o700)
     assert_user_error(result, f"{str(run_copy)!r} is not writable")
     assert captured == []
+
+
+def test_the_figure_draws_each_difference_from_none_with_its_interval(tmp_path):
+    from attd_cli.plots import write_compare_png
+
+    paired = {"difference": 0.1, "ci_low": -0.05, "ci_high": 0.2, "confidence": 0.95}
+    base = {"accuracy": 0.5, "mean_k": 0.0, "uses_labels": False, "k_histogram": {"0": 4}}
+    other = {**base, "mean_k": 1.0, "k_histogram": {"1": 4}}
+    heights = {}
+    for name, compared in (("with", paired), ("without", None)):
+        report = {
+            "task": "parity",
+            "strategies": ["none", "fixed:1"],
+            "shifts": {"clean": {"none": base, "fixed:1": {**other, "paired": compared}}},
+        }
+        write_compare_png(tmp_path / f"{name}.png", report)
+        heights[name] = int.from_bytes((tmp_path / f"{name}.png").read_bytes()[20:24], "big")
+    assert heights["with"] > heights["without"]  # the panel of differences
+
+
+@pytest.fixture(scope="module")
+def reseeded(manager, tmp_path_factory) -> Path:
+    """The `trained` run's config with another `runtime.seed`, trained too."""
+    out = tmp_path_factory.mktemp("reseeded") / "run"
+    args = ["run", "--task", "parity", *TINY, "--seed", "5", "--output-dir", str(out)]
+    result = invoke(manager, *args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_compare_pools_runs_of_one_config_with_different_seeds(
+    manager, trained, reseeded, tmp_path
+):
+    stem = tmp_path / "seeds"
+    args = ["compare", str(trained), str(reseeded), "--tta", "fixed:1", *LIMIT]
+    result = invoke(manager, *args, "--output", str(stem))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "seeds.json").read_text())
+    assert report["run_dirs"] == [str(trained), str(reseeded)] and report["seeds"] == [0, 5]
+    runs = [run["shifts"]["clean"] for run in report["runs"]]
+    pooled = report["shifts"]["clean"]["fixed:1"]
+    accuracies = [run["fixed:1"]["accuracy"] for run in runs]
+    assert pooled["runs"] == 2 and pooled["n"] == 12
+    assert pooled["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert pooled["accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2**0.5)
+    per_run = [run["fixed:1"]["paired"] for run in runs]
+    paired = pooled["paired"]
+    assert paired["runs"] == 2 and paired["n"] == 12
+    differences = [p["difference"] for p in per_run]
+    assert paired["difference"] == pytest.approx(sum(differences) / 2)
+    assert paired["std"] == pytest.approx(abs(differences[0] - differences[1]) / 2**0.5)
+    for key in ("wrong_to_right", "right_to_wrong"):
+        assert paired[key] == sum(p[key] for p in per_run)
+    assert report["shifts"]["clean"]["none"]["paired"] is None
+    md = (tmp_path / "seeds.md").read_text()
+    assert "Pooled over the 2 runs" in md and "## Per run" in md and "(seed 5)" in md
+    assert "pooled over 2 runs" in md and "±" in result.stdout
+    assert (tmp_path / "seeds.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def _with_config(run: Path, tmp_path: Path, name: str, key: str, value: Any) -> Path:
+    """A copy of `run` whose config.yaml has `key` (dotted) set to `value`."""
+    copy = Path(shutil.copytree(run, tmp_path / name))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    section, field = key.split(".")
+    config[section][field] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (("train.lr", 0.5), ["differs from", "in train.lr", "runtime.seed alone"]),
+        (("runtime.seed", 0), ["both have runtime.seed 0"]),
+    ],
+    ids=["other key", "same seed"],
+)
+def test_runs_compared_together_must_differ_in_the_seed_alone(
+    manager, trained, tmp_path, change, fragments
+):
+    other = _with_config(trained, tmp_path, "other", *change)
+    args = ["compare", str(trained), str(other), "--tta", "fixed:1"]
+    assert_user_error(invoke(manager, *args, "--output", str(tmp_path / "x")), *fragments)
+
+
+def test_several_runs_need_an_output_and_distinct_folders(manager, trained, tmp_path):
+    other = _with_config(trained, tmp_path, "other", "runtime.seed", 9)
+    result = invoke(manager, "compare", str(trained), str(other), "--tta", "fixed:1")
+    assert_user_error(result, "several runs needs --output STEM")
+    args = ["compare", str(trained), str(trained), "--tta", "fixed:1", "--output", "x"]
+    assert_user_error(invoke(manager, *args), "is given twice")

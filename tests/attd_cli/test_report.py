@@ -155,6 +155,10 @@ def test_report_writes_markdown_and_figures(manager, run_copy):
     assert f"| {summary['eval']['fixed:1']['accuracy']:.4f} |" in rows[1]
     assert "| 1.00 | 1 | 1 |" in rows[1]
     assert "| 8 | no |" in rows[0]
+    paired = summary["eval"]["fixed:1"]["paired"]
+    assert "| vs none [CI] | McNemar p | flips +/- |" in header
+    assert f"| +{paired['wrong_to_right']}/-{paired['right_to_wrong']} |" in rows[1]
+    assert "| - | - | - |" in rows[0] and "paired bootstrap interval" in md
     for absent in ("Later evaluations", "Comparison", "controller phase", ORACLE_NOTE):
         assert absent not in md
 
@@ -261,7 +265,9 @@ def test_a_run_from_an_older_version_still_reports(manager, run_copy):
     rows = [line for line in md.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["none", "fixed:1"]
     accuracy = summary["eval"]["fixed:1"]["accuracy"]
-    assert rows[1].startswith(f"| `fixed:1` | {accuracy:.4f} | 1.00 | - | - | - | 8 | no |")
+    cells = f"| `fixed:1` | {accuracy:.4f} | - | - | - | 1.00 | - | - | - | 8 | no |"
+    assert rows[1].startswith(cells)
+    assert "No paired comparison with `none`" in md  # absent, not zero
     assert_png(run_copy / "report_eval.png")
 
 

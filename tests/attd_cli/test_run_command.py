@@ -54,9 +54,15 @@ def test_run_trains_evaluates_and_prints_the_results(manager, tmp_path):
     assert "fixed:1" in result.stdout and str(out) in result.stdout.replace("\n", "")
     assert "train" in result.stderr  # the progress bar
 
+    assert "against none" in result.stdout and "McNemar p" in result.stdout
+
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["eval"]) == ["none", "fixed:1"]
     assert summary["eval"]["fixed:1"]["mean_k"] == 1.0 and summary["eval"]["none"]["n"] == 32
+    paired = summary["eval"]["fixed:1"]["paired"]
+    assert paired["n"] == 32 and paired["seed"] == 3 and summary["eval"]["none"]["paired"] is None
+    flips = f"+{paired['wrong_to_right']}/-{paired['right_to_wrong']}"
+    assert flips in result.stdout and f"{paired['difference']:+.4f}" in result.stdout
     assert summary["seed"] == 3
     backend = resolve_backend("auto", torch.zeros(1, 1, 1), torch.zeros(1, 1))
     assert summary["scan_backend"] == backend

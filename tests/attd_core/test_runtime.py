@@ -31,6 +31,7 @@ from attd_core import (
     ConfigError,
     InputSpec,
     NoOptions,
+    PluginError,
     TaskSpec,
     hookimpl,
     parse_component,
@@ -237,6 +238,9 @@ def test_a_run_writes_config_metrics_checkpoint_and_summary(manager, tmp_path):
             "n",
             "uses_labels",
             "adapter_parameters",
+            "split",
+            "correct",
+            "paired",
         }
         assert 0.0 <= entry["accuracy"] <= 1.0 and entry["seconds"] > 0 and entry["n"] == 64
         assert entry["uses_labels"] is False
@@ -309,6 +313,62 @@ def test_evaluation_never_changes_base_weights(manager):
     assert result.stats["capped"] > 0  # lr=10 pushed the shift into its cap
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
     assert all(param.requires_grad for param in model.parameters())
+
+
+def test_evaluation_keeps_each_examples_outcome_in_evaluation_order(manager):
+    task = FirstTokenTask(FirstTokenOptions(size=32))
+    bound = BoundModel(tiny_model(), {"shift": ShiftAdapter(NoOptions())}, seed=0)
+    objective = manager.create("objective", "entropy-kl")
+    results = [
+        evaluate(
+            bound,
+            parse_component(spec, "strategy", manager).create(),
+            objective,
+            task.load_split("test"),
+            tta=spec,
+            split="test",
+            batch_size=8,
+            device=torch.device("cpu"),
+        )
+        for spec in ("none", "none")
+    ]
+    first = results[0]
+    assert first.correct is not None and len(first.correct) == first.n == 32
+    assert sum(first.correct) / first.n == first.metrics["accuracy"]
+    assert results[1].correct == first.correct  # the same examples, in the same order
+    assert first.summary().correct == "".join("1" if c else "0" for c in first.correct)
+    assert "correct" not in first.record()
+
+
+def test_an_example_correct_of_the_wrong_shape_is_one_error_naming_it(manager):
+    class TokenJudge(FirstTokenTask):
+        def example_correct(self, output, batch):
+            return torch.ones(len(batch), 2, dtype=torch.bool)  # per token, not per example
+
+    model = tiny_model()
+    model.task = TokenJudge(FirstTokenOptions(size=8))
+    bound = BoundModel(model, {"shift": ShiftAdapter(NoOptions())}, seed=0)
+    with pytest.raises(PluginError, match=r"TokenJudge.example_correct returned shape \(8, 2\)"):
+        evaluate(
+            bound,
+            parse_component("none", "strategy", manager).create(),
+            manager.create("objective", "entropy-kl"),
+            model.task.load_split("test"),
+            tta="none",
+            split="test",
+            batch_size=8,
+            device=torch.device("cpu"),
+        )
+
+
+def test_a_run_compares_each_strategy_with_none_on_the_same_examples(manager, tmp_path):
+    summary = run_fake(manager, tmp_path / "run", seed=3)
+    none, fixed = summary.eval["none"], summary.eval["fixed:2,lr=0.1"]
+    assert none.paired is None and fixed.paired is not None
+    assert fixed.paired.n == fixed.n and fixed.paired.seed == 3
+    assert fixed.paired.difference == pytest.approx(fixed.accuracy - none.accuracy)
+    assert fixed.paired.ci_low <= fixed.paired.difference <= fixed.paired.ci_high
+    assert RunSummary.read(tmp_path / "run").eval["fixed:2,lr=0.1"].paired == fixed.paired
 
 
 def test_runs_with_the_same_seed_agree(manager, tmp_path):

@@ -212,7 +212,14 @@ def eval_command(
 @app.command("compare")
 def compare_command(
     ctx: typer.Context,
-    run_dir: RunDir,
+    run_dirs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="A finished run's folder; several: one config, different runtime.seed "
+            "(pooled; needs --output).",
+        ),
+    ],
     tta: TtaSpecs = None,
     shift: Annotated[
         list[str] | None,
@@ -232,14 +239,14 @@ def compare_command(
         ),
     ] = None,
 ) -> None:
-    """Evaluate a trained run under each --tta strategy and write compare.json/md/png."""
+    """Compare each --tta strategy with none on runs; write compare.json/md/png."""
     from rich.console import Console
 
     from attd_cli.compare import compare
 
     compare(
         plugin_manager(ctx),
-        run_dir,
+        run_dirs,
         tta=tta or [],
         shifts=shift or [],
         overrides=overrides or [],

@@ -114,16 +114,17 @@ def evaluate_run(
 
     The entry goes into `summary.json`'s `eval` mapping under the canonical spec (with
     `@SHIFT` appended when shifted), and the eval record is appended to `metrics.jsonl`.
-    Returns the new `summary.json` content.
+    The entry is compared with the run's `none` entry (`none@SHIFT` when shifted) where
+    that judged the same examples. Returns the new `summary.json` content.
     """
-    from attd_cli.run import result_table
+    from attd_cli.run import print_results
 
     path = check_run_dir(run_dir)
     RunSummary.read(path)  # fail before loading anything when there is no summary to extend
     check_writable(path)
     shift_choice = parse_shifts([shift], manager)[0] if shift is not None else None
 
-    from attd_core import MetricsWriter, is_staging_name, load_run, lock_folder
+    from attd_core import MetricsWriter, is_staging_name, load_run, lock_folder, with_paired
 
     resolved, parts, device = load_run(path, manager, tta=[tta], overrides=overrides)
     canonical = resolved.config.eval.tta[0] if resolved.config.eval.tta else "none"
@@ -139,10 +140,11 @@ def evaluate_run(
         lock.remove_leftovers(is_staging_name)  # what a killed writer left
         summary = RunSummary.read(path)  # again: the evaluation took a while
         summary.eval[key] = result.summary()
+        summary.eval[key] = with_paired(summary.eval, key, seed=resolved.config.runtime.seed)
         with MetricsWriter(path / "metrics.jsonl") as metrics:
             metrics.write(record)
         summary.write(path)
 
-    console.print(result_table(summary.task, {key: summary.eval[key]}))
+    print_results(console, summary.task, {key: summary.eval[key]})
     console.print(f"[bold]recorded[/] {escape(key)} in {escape(str(path / 'summary.json'))}")
     return summary

@@ -1,4 +1,5 @@
-"""The `attd compare` figure: accuracy against mean k, and each strategy's k histogram.
+"""The `attd compare` figure: accuracy against mean k, each strategy's accuracy difference
+from `none` with its interval, and each strategy's k histogram.
 
 matplotlib loads inside `write_compare_png` only, so that CLI start-up stays fast; the
 figure is drawn with the object API on the Agg canvas (no pyplot, no global backend).
@@ -35,9 +36,14 @@ def render_compare_png(path: Path, report: Mapping[str, Any]) -> Path:
     shifts: Mapping[str, Mapping[str, Any]] = report["shifts"]
     strategies: list[str] = list(report["strategies"])
     columns = max(len(strategies), 1)
-    figure = Figure(figsize=(max(6.0, 2.6 * columns), 4.0 + 2.4 * len(shifts)), layout="tight")
+    compared = any(e.get("paired") for entries in shifts.values() for e in entries.values())
+    top = [1.7, 1.2] if compared else [1.7]
+    height = 4.0 + 2.4 * len(shifts) + (2.8 if compared else 0.0)
+    figure = Figure(figsize=(max(6.0, 2.6 * columns), height), layout="tight")
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(1 + len(shifts), columns, height_ratios=[1.7] + [1] * len(shifts))
+    grid = figure.add_gridspec(
+        len(top) + len(shifts), columns, height_ratios=top + [1] * len(shifts)
+    )
 
     scatter = figure.add_subplot(grid[0, :])
     colours = {name: f"C{index % 10}" for index, name in enumerate(strategies)}
@@ -68,7 +74,10 @@ def render_compare_png(path: Path, report: Mapping[str, Any]) -> Path:
     if scatter.collections:
         scatter.legend(fontsize=8, loc="best")
 
-    for row, (shift, entries) in enumerate(shifts.items(), start=1):
+    if compared:
+        draw_differences(figure.add_subplot(grid[1, :]), shifts, strategies, colours)
+
+    for row, (shift, entries) in enumerate(shifts.items(), start=len(top)):
         for column, name in enumerate(strategies):
             axes = figure.add_subplot(grid[row, column])
             histogram = entries[name]["k_histogram"]
@@ -83,6 +92,37 @@ def render_compare_png(path: Path, report: Mapping[str, Any]) -> Path:
                 axes.set_ylabel("samples", fontsize=8)
 
     return stage_png(figure, path)
+
+
+def draw_differences(
+    axes: Any,
+    shifts: Mapping[str, Mapping[str, Any]],
+    strategies: list[str],
+    colours: Mapping[str, str],
+) -> None:
+    """Each strategy's accuracy difference from `none` with its paired bootstrap interval
+    (one point per shift), and the zero line: an interval across it is no clear gain."""
+    labels: list[str] = []
+    for name in strategies:
+        for shift, entries in shifts.items():
+            paired = entries[name].get("paired")
+            if not paired:
+                continue
+            x = len(labels)
+            difference = paired["difference"]
+            error = [[difference - paired["ci_low"]], [paired["ci_high"] - difference]]
+            axes.errorbar(x, difference, yerr=error, fmt="o", color=colours[name], capsize=4)
+            label = strategy_label(name, entries[name]["uses_labels"])
+            labels.append(label if len(shifts) == 1 else f"{label} [{shift}]")
+    level = next(
+        e["paired"]["confidence"] for es in shifts.values() for e in es.values() if e.get("paired")
+    )
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.set_xticks(range(len(labels)), labels, fontsize=8)
+    axes.set_xlim(-0.5, len(labels) - 0.5)
+    axes.set_ylabel("accuracy - none", fontsize=8)
+    axes.set_title(f"difference from none on the same examples ({level:.0%} CI)", fontsize=9)
+    axes.grid(alpha=0.3, axis="y")
 
 
 def stage_png(figure: Any, path: Path) -> Path:

@@ -23,6 +23,8 @@ from rich.markup import escape
 
 from attd_cli.compare import ORACLE_NOTE
 from attd_cli.evaluate import CLEAN, check_run_dir
+from attd_cli.paired_columns import HEADERS, note
+from attd_cli.paired_columns import cells as paired_cells
 from attd_cli.plots import stage_png, strategy_label
 from attd_core import (
     ConfigError,
@@ -198,9 +200,12 @@ def _shift_of(key: str) -> tuple[str, str]:
 
 
 def eval_table(entries: Mapping[str, EvalSummary], *, shifts: bool = False) -> list[str]:
-    """One row per strategy: every metric, mean/p50/p90 k, seconds per sample, n."""
+    """One row per strategy: every metric, the comparison with `none` (when a strategy
+    other than `none` is there), mean/p50/p90 k, seconds per sample, n; then the note
+    on the comparison."""
     names = metric_names(entries)
-    columns = ["tta", *(["shift"] if shifts else []), *names]
+    compared = any(_shift_of(key)[0] != "none" for key in entries)
+    columns = ["tta", *(["shift"] if shifts else []), *names, *(HEADERS if compared else ())]
     columns += ["mean k", "p50 k", "p90 k", "s/sample", "n", "uses labels"]
     left = {"tta", "shift"}
     lines = [
@@ -213,6 +218,7 @@ def eval_table(entries: Mapping[str, EvalSummary], *, shifts: bool = False) -> l
         cells = [f"`{tta}`" + (" (uses labels)" if labels else "")]
         cells += [f"`{shift}`" if shift != CLEAN else CLEAN] if shifts else []
         cells += [_number(entry.metrics.get(name), ".4f") for name in names]
+        cells += paired_cells(entry.paired) if compared else []
         cells += [
             _number(entry.mean_k, ".2f"),
             _number(entry.p50_k, "g"),
@@ -222,6 +228,8 @@ def eval_table(entries: Mapping[str, EvalSummary], *, shifts: bool = False) -> l
             "yes" if labels else "no",
         ]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    if compared:
+        lines += ["", note(entry.paired for entry in entries.values())]
     return lines
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import attd_core
+from attd_cli.paired_columns import note, paired_table
 from attd_cli.tables import WrappingTable
 from attd_core import PluginManager
 
@@ -84,7 +85,7 @@ def run(
     if summary is None:  # a rank other than 0: it trained its share and wrote nothing
         return summary
     title = summary.task + (f" ({summary.shift})" if summary.shift else "")
-    console.print(result_table(title, summary.eval))
+    print_results(console, title, summary.eval)
     console.print(f"[bold]   output[/] {escape(summary.output_dir)}", highlight=False)
     return summary
 
@@ -103,6 +104,17 @@ def result_table(title: str, entries: Mapping[str, EvalSummary]) -> WrappingTabl
             str(result.n),
         )
     return table
+
+
+def print_results(console: Console, title: str, entries: Mapping[str, EvalSummary]) -> None:
+    """`result_table`, then, when a strategy other than `none` is there, its comparison
+    with `none` and the note on it (what the columns hold, or why they are empty)."""
+    console.print(result_table(title, entries))
+    compared = {key: entry for key, entry in entries.items() if key.partition("@")[0] != "none"}
+    if compared:
+        rows = [(key, entry.accuracy, entry.paired) for key, entry in compared.items()]
+        console.print(paired_table(title, rows))
+        console.print(escape(note(entry.paired for entry in compared.values())), highlight=False)
 
 
 def _number(value: float | None) -> str:

@@ -97,6 +97,9 @@ if TYPE_CHECKING:
     from attd_core.runtime.files import is_staging_name as is_staging_name
     from attd_core.runtime.finished_run import load_run as load_run
     from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
+    from attd_core.runtime.paired import compare_paired as compare_paired
+    from attd_core.runtime.paired import compare_runs as compare_runs
+    from attd_core.runtime.paired import with_paired as with_paired
     from attd_core.runtime.progress import progress_bar as progress_bar
     from attd_core.runtime.records import ValidationRecord as ValidationRecord
     from attd_core.runtime.run import check_shift as check_shift
@@ -107,6 +110,7 @@ if TYPE_CHECKING:
     from attd_core.runtime.run_lock import lock_folder as lock_folder
     from attd_core.runtime.stopped_run import resume_config as resume_config
     from attd_core.runtime.summary import EvalSummary as EvalSummary
+    from attd_core.runtime.summary import PairedComparison as PairedComparison
     from attd_core.runtime.summary import PhaseSummary as PhaseSummary
     from attd_core.runtime.summary import RunSummary as RunSummary
     from attd_core.runtime.summary import TrainSummary as TrainSummary
@@ -167,13 +171,20 @@ _LAZY_NAMES = lazy_exports(
         ),
         "attd_core.runtime.finished_run": ("load_run",),
         "attd_core.runtime.metrics": ("MetricsWriter",),
+        "attd_core.runtime.paired": ("compare_paired", "compare_runs", "with_paired"),
         "attd_core.runtime.progress": ("progress_bar",),
         "attd_core.runtime.records": ("ValidationRecord",),
         "attd_core.runtime.run": ("check_shift", "evaluate_strategies", "run_experiment"),
         "attd_core.runtime.run_folder": ("RUN_MARKERS",),
         "attd_core.runtime.run_lock": ("FolderLock", "lock_folder"),
         "attd_core.runtime.stopped_run": ("resume_config",),
-        "attd_core.runtime.summary": ("EvalSummary", "PhaseSummary", "RunSummary", "TrainSummary"),
+        "attd_core.runtime.summary": (
+            "EvalSummary",
+            "PairedComparison",
+            "PhaseSummary",
+            "RunSummary",
+            "TrainSummary",
+        ),
         "attd_core.tasks": ("ClassificationTask",),
         "attd_core.tta.controllers": (
             "FixedController",

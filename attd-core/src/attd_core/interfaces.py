@@ -198,7 +198,12 @@ class Task(Protocol):
       `(B, D)` towers (document matching).
 
     A task may also define `sequence_length(example) -> int`: the runtime then batches
-    examples of similar length together, which saves most of the padding.
+    examples of similar length together, which saves most of the padding. And
+    `example_correct(output, batch) -> Tensor`, a `(B,)` bool tensor saying whether each
+    example was predicted right: the runtime then keeps every example's outcome and
+    compares each strategy with `none` pair by pair (accuracy difference with a
+    bootstrap interval, McNemar test, flips); tasks without it get no such comparison.
+    `ClassificationTask` defines it.
     """
 
     input_spec: InputSpec

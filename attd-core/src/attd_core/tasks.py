@@ -39,8 +39,13 @@ class ClassificationTask:
         Accuracy is counted in Python integers, so 365 right of 1000 reads 0.365 exactly.
         """
         loss = F.cross_entropy(output.logits, batch.labels)
-        correct = int((output.logits.argmax(dim=-1) == batch.labels).sum())
+        correct = int(self.example_correct(output, batch).sum())
         return {"accuracy": correct / len(batch), "loss": float(loss)}
+
+    def example_correct(self, output: ModelOutput, batch: Batch) -> Tensor:
+        """Whether each example's prediction is its label `(B,)` bool: what pairs two
+        strategies example by example."""
+        return output.logits.argmax(dim=-1) == batch.labels
 
     def collate_tokens(
         self, sequences: Sequence[Sequence[int]], labels: Sequence[int] | None = None

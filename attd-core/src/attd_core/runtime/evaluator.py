@@ -12,10 +12,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from attd_core.errors import ConfigError
+from attd_core.errors import ConfigError, PluginError
 from attd_core.interfaces import InnerObjective, Shift, TTAStrategy
 from attd_core.model import BoundModel
 from attd_core.runtime.batching import task_loader
+from attd_core.runtime.paired import encode_outcomes
 from attd_core.runtime.progress import progress_bar
 from attd_core.runtime.summary import EvalSummary
 
@@ -26,6 +27,9 @@ class EvalResult:
 
     `steps` holds every sample's inner step count (in evaluation order), so k
     percentiles and histograms need no second pass; `uses_labels` marks the oracle.
+    `correct` holds whether each sample was predicted right (same order), for tasks
+    that say so (`example_correct`); None for the others. Evaluation order depends on
+    the examples alone, so two strategies on one split pair up sample by sample.
     """
 
     tta: str
@@ -36,6 +40,7 @@ class EvalResult:
     stats: dict[str, float] = field(default_factory=dict)
     uses_labels: bool = False
     adapter_parameters: int | None = None
+    correct: tuple[bool, ...] | None = None
 
     @property
     def n(self) -> int:
@@ -56,7 +61,7 @@ class EvalResult:
     def record(self) -> dict[str, Any]:
         """The `metrics.jsonl` line: everything, guard counters included."""
         head = {"event": "eval", "tta": self.tta, "split": self.split}
-        summary = self.summary().model_dump(exclude={"metrics"})
+        summary = self.summary().model_dump(exclude={"metrics", "correct", "paired"})
         return {**head, **self.stats, **self.metrics, **summary}
 
     def summary(self) -> EvalSummary:
@@ -71,6 +76,8 @@ class EvalResult:
             n=self.n,
             uses_labels=self.uses_labels,
             adapter_parameters=self.adapter_parameters,
+            split=self.split,
+            correct=None if self.correct is None else encode_outcomes(self.correct),
         )
 
 
@@ -110,6 +117,8 @@ def evaluate(
     sums: dict[str, float] = {}
     stats: dict[str, float] = {}
     steps: list[int] = []
+    judge = getattr(bound.task, "example_correct", None)
+    correct: list[bool] = []
     parameters = None
     started = time.perf_counter()
     with frozen(bound.model), progress_bar(console) as progress:
@@ -134,13 +143,16 @@ def evaluate(
             for key, value in adaptation.stats.items():
                 stats[key] = stats.get(key, 0.0) + value
             steps += adaptation.steps.tolist()
+            if judge is not None:
+                correct += _judged(judge(output, batch), size, bound.task)
             progress.update(bar, advance=1, status=_status(sums, len(steps)))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     metrics = {key: value / len(steps) for key, value in sums.items()}
     uses_labels = bool(getattr(strategy, "uses_labels", False))
-    return EvalResult(tta, split, metrics, steps, seconds, stats, uses_labels, parameters)
+    outcomes = tuple(correct) if judge is not None else None
+    return EvalResult(tta, split, metrics, steps, seconds, stats, uses_labels, parameters, outcomes)
 
 
 @contextmanager
@@ -154,6 +166,17 @@ def frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
+
+
+def _judged(judged: Any, size: int, task: Any) -> list[bool]:
+    """`example_correct`'s answer for a batch of `size`, checked: one bool per example."""
+    shape = tuple(getattr(judged, "shape", ()))
+    if shape != (size,):
+        raise PluginError(
+            f"{type(task).__name__}.example_correct returned shape {shape} for a batch of "
+            f"{size}: it returns one bool per example, shape ({size},)"
+        )
+    return [bool(value) for value in judged.tolist()]
 
 
 def _status(sums: dict[str, float], n: int) -> str:

@@ -31,12 +31,47 @@ from attd_core.runtime.files import atomic_write_text
 SUMMARY_FILE = "summary.json"
 
 
+class PairedComparison(BaseModel):
+    """A strategy against the baseline (`none`) on the same examples, pair by pair.
+
+    `difference` is accuracy(strategy) - accuracy(baseline), with a paired bootstrap
+    `confidence` interval `ci_low`..`ci_high`; `mcnemar_p` is the exact two-sided
+    McNemar p-value; the flips count the examples the strategy turned wrong->right and
+    right->wrong. Over several runs (seeds), `difference` is the mean of the runs'
+    differences, `std` their standard deviation, and the interval, p-value and flips
+    pool every run's pairs (see `attd_core.runtime.paired`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    baseline: str = "none"
+    n: int
+    difference: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    mcnemar_p: float
+    wrong_to_right: int
+    right_to_wrong: int
+    runs: int = 1
+    std: float | None = None
+    resamples: int
+    seed: int
+
+
 class EvalSummary(BaseModel):
     """One evaluation (a strategy, under a shift or not): the task's metrics and the cost.
 
     `accuracy` repeats `metrics["accuracy"]` (None for tasks without one) for readers
     that want the headline number alone. `p50_k`, `p90_k` and `seconds_per_sample` are
     None in runs from before they were recorded.
+
+    `correct` holds, for tasks that judge each example (`example_correct`), one
+    character per example in evaluation order: `1` right, `0` wrong; `split` names the
+    examples. Evaluations of one split pair up through them, and `paired` is this
+    strategy against `none` on those pairs. All three are None where the task judges no
+    example alone, where no `none` evaluation of the same examples exists, and in runs
+    from before they were recorded.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -51,6 +86,9 @@ class EvalSummary(BaseModel):
     n: int
     uses_labels: bool = False
     adapter_parameters: int | None = None
+    split: str | None = None
+    correct: str | None = None
+    paired: PairedComparison | None = None
 
     @model_validator(mode="before")
     @classmethod
