@@ -24,6 +24,7 @@ ARGS = [
     "--set", "model.backbone.d_state=4", "--set", "model.adapter.rank=1",
     "--set", "train.batch_size=15",  # shares of 8 and 7: the weighting matters
     "--set", "train.epochs=2", "--set", "train.log_every=1",
+    "--set", "train.eval_every=null",  # validate after each epoch, not the preset's every 50
     "--set", "runtime.threads=1",
 ]  # fmt: skip
 
