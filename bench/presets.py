@@ -11,7 +11,8 @@ slow each other many times over): `attd run --task T --preset P --set runtime.se
 folder's own files it writes `bench.json`: the cell, that command, the wall time of the
 subprocess (data generation and the test evaluation included) and the 1-minute load
 average before and after. A cell whose folder already holds both `summary.json` and
-`bench.json` is kept, so an interrupted `run` goes on where it stopped.
+`bench.json` is kept, so an interrupted `run` goes on with the cells it had not
+finished; the folder of the cell it stopped in must be removed first (it says which).
 
 `table` reads only run folders: test accuracy is `summary.json`'s `none`, steps and
 training seconds its `train` record (validation excluded), and the learning curves are
@@ -52,12 +53,15 @@ def run_cell(runs: Path, task: str, preset: str, seed: int) -> None:
     if (folder / "summary.json").is_file() and (folder / "bench.json").is_file():
         print(f"{folder}: done before, kept")
         return
+    if folder.exists():
+        raise SystemExit(f"error: {folder} holds an unfinished cell; remove it to train it again")
     command = [str(ATTD), "run", "--task", task, "--preset", preset,
                "--set", f"runtime.seed={seed}", "--output-dir", str(folder)]  # fmt: skip
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     load_before, start = load_average(), time.perf_counter()
     print(f"{folder}: {shlex.join(command)} (load {load_before:.2f})", flush=True)
-    subprocess.run(command, check=True, env=env, stdin=subprocess.DEVNULL)
+    if subprocess.run(command, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+        raise SystemExit(f"error: {shlex.join(command)} failed (its output is above)")
     record = {
         "task": task,
         "preset": preset,
