@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import attd_core
 from attd_core import BackboneSpec, ConfigError, TaskSpec, UnknownComponentError, hookimpl
-from attd_core.runtime.config import ResolvedConfig, resolve_run_config
+from attd_core.runtime.config import ResolvedConfig, nest_dotted, resolve_run_config
 
 
 class ToyOptions(BaseModel):
@@ -473,3 +473,10 @@ def test_config_module_imports_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_flatten_dotted_is_the_inverse_of_nest_dotted():
+    nested = {"train": {"lr": 0.1, "eval_every": None}, "model": {"adapter": {}}, "task": "x"}
+    flat = attd_core.flatten_dotted(nested)
+    assert flat == {"train.lr": 0.1, "train.eval_every": None, "model.adapter": {}, "task": "x"}
+    assert nest_dotted(flat) == nested

@@ -11,16 +11,14 @@ that resamples examples jointly across runs, McNemar and flips over all pairs).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from attd_cli.paired_columns import HEADERS, paired
 from attd_cli.paired_columns import cells as paired_cells
-from attd_core import ConfigError
+from attd_core import ConfigError, flatten_dotted, load_yaml_file
 
 if TYPE_CHECKING:
     from attd_core import EvalResult
@@ -32,7 +30,7 @@ VARYING = ("runtime.seed", "runtime.output_dir")
 def check_seed_runs(paths: Sequence[Path]) -> list[int]:
     """The runs' seeds, after checking that their configs differ in `VARYING` alone and
     their seeds are distinct; otherwise a `ConfigError` naming the run and the key."""
-    configs = [dict(_flat(_config(path))) for path in paths]
+    configs = [flatten_dotted(load_yaml_file(path / "config.yaml")) for path in paths]
     first = configs[0]
     for path, config in zip(paths[1:], configs[1:], strict=True):
         for key in sorted(first.keys() | config.keys()):
@@ -50,25 +48,6 @@ def check_seed_runs(paths: Sequence[Path]) -> list[int]:
                 f"runtime.seed {seed}: compare runs of different seeds"
             )
     return [int(seed) for seed in seeds]
-
-
-def _config(path: Path) -> dict[str, Any]:
-    file = path / "config.yaml"
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{str(file)!r}: unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{str(file)!r} is not a run config: not a mapping")
-    return data
-
-
-def _flat(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in data.items():
-        if isinstance(value, dict):
-            yield from _flat(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def pooled_entries(

@@ -527,8 +527,8 @@ def _finished_summary(cell: Cell, folder: Path, resolved: ResolvedConfig) -> Run
             f"grid cell {_pairs(cell)}: cannot read the finished run in {str(folder)!r} "
             f"({type(exc).__name__}); remove the folder to run the cell again"
         ) from None
-    wanted = _flatten(resolved.to_yaml_dict())
-    found = _flatten(recorded if isinstance(recorded, dict) else {})
+    wanted = attd_core.flatten_dotted(resolved.to_yaml_dict())
+    found = attd_core.flatten_dotted(recorded if isinstance(recorded, dict) else {})
     for key in [*wanted, *(key for key in found if key not in wanted)]:
         there, now = found.get(key, _UNSET), wanted.get(key, _UNSET)
         if key in IGNORED_WHEN_SKIPPING or there == now:
@@ -547,17 +547,6 @@ def _results(summary: RunSummary) -> dict[str, Any]:
         "train": summary.train.model_dump(mode="json"),
         "eval": {key: entry.model_dump(mode="json") for key, entry in summary.eval.items()},
     }
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
 
 
 def _move_aside(folder: Path, out: Path) -> Path:

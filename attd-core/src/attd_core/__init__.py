@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from attd_core.runtime.config import RunConfig as RunConfig
     from attd_core.runtime.config import RuntimeConfig as RuntimeConfig
     from attd_core.runtime.config import TrainConfig as TrainConfig
+    from attd_core.runtime.config import flatten_dotted as flatten_dotted
     from attd_core.runtime.config import load_yaml_file as load_yaml_file
     from attd_core.runtime.config import resolve_run_config as resolve_run_config
     from attd_core.runtime.evaluator import EvalResult as EvalResult
@@ -159,6 +160,7 @@ _LAZY_NAMES = lazy_exports(
             "RunConfig",
             "RuntimeConfig",
             "TrainConfig",
+            "flatten_dotted",
             "load_yaml_file",
             "resolve_run_config",
         ),

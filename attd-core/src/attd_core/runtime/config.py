@@ -386,6 +386,19 @@ def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def flatten_dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"lr": 0.1}}` -> `{"train.lr": 0.1}`, the inverse of `nest_dotted`; an
+    empty mapping stays a value, so two configs compare key by key."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_dotted(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
 def _flag_layer(
     task: str | None,
     backbone: str | None,
