@@ -111,13 +111,10 @@ def entry(result: EvalResult, summary: EvalSummary) -> dict[str, Any]:
 
 def shift_entries(by_tta: Mapping[str, EvalResult], *, seed: int) -> dict[str, dict[str, Any]]:
     """Every strategy under one shift, each compared with `none` (bootstrap seed `seed`)."""
-    from attd_core import with_paired
+    from attd_core import paired_summaries
 
-    summaries = {canonical: result.summary() for canonical, result in by_tta.items()}
-    return {
-        canonical: entry(result, with_paired(summaries, canonical, seed=seed))
-        for canonical, result in by_tta.items()
-    }
+    summaries = paired_summaries(by_tta, seed=seed)
+    return {canonical: entry(result, summaries[canonical]) for canonical, result in by_tta.items()}
 
 
 def build_report(

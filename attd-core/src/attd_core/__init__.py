@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from attd_core.runtime.metrics import MetricsWriter as MetricsWriter
     from attd_core.runtime.paired import compare_paired as compare_paired
     from attd_core.runtime.paired import compare_runs as compare_runs
+    from attd_core.runtime.paired import paired_summaries as paired_summaries
     from attd_core.runtime.paired import with_paired as with_paired
     from attd_core.runtime.progress import progress_bar as progress_bar
     from attd_core.runtime.records import ValidationRecord as ValidationRecord
@@ -173,7 +174,12 @@ _LAZY_NAMES = lazy_exports(
         ),
         "attd_core.runtime.finished_run": ("load_run",),
         "attd_core.runtime.metrics": ("MetricsWriter",),
-        "attd_core.runtime.paired": ("compare_paired", "compare_runs", "with_paired"),
+        "attd_core.runtime.paired": (
+            "compare_paired",
+            "compare_runs",
+            "paired_summaries",
+            "with_paired",
+        ),
         "attd_core.runtime.progress": ("progress_bar",),
         "attd_core.runtime.records": ("ValidationRecord",),
         "attd_core.runtime.run": ("check_shift", "evaluate_strategies", "run_experiment"),

@@ -26,11 +26,15 @@ Imports no torch; scipy loads when a comparison is computed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from attd_core.errors import ConfigError
 from attd_core.runtime.summary import EvalSummary, PairedComparison
+
+if TYPE_CHECKING:
+    from attd_core.runtime.evaluator import EvalResult
 
 BASELINE = "none"
 CONFIDENCE = 0.95
@@ -169,3 +173,10 @@ def with_paired(entries: Mapping[str, EvalSummary], key: str, *, seed: int) -> E
         return entry
     paired = compare_paired(decode_outcomes(first), decode_outcomes(second), seed=seed)
     return entry.model_copy(update={"paired": paired})
+
+
+def paired_summaries(results: Mapping[str, EvalResult], *, seed: int) -> dict[str, EvalSummary]:
+    """Each result's `summary.json` entry, every strategy compared with `none` on the
+    same examples (bootstrap seeded by `seed`) where the task judges each example."""
+    entries = {canonical: result.summary() for canonical, result in results.items()}
+    return {key: with_paired(entries, key, seed=seed) for key in entries}

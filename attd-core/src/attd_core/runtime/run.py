@@ -37,12 +37,12 @@ from attd_core.runtime.environment import configure_threads, seed_everything, se
 from attd_core.runtime.evaluator import EvalResult, evaluate
 from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
-from attd_core.runtime.paired import with_paired
+from attd_core.runtime.paired import paired_summaries
 from attd_core.runtime.regimes import meta_loss, train_controller
 from attd_core.runtime.resume import TrainingState
 from attd_core.runtime.run_folder import claimed_output_dir
 from attd_core.runtime.stopped_run import restart_point
-from attd_core.runtime.summary import EvalSummary, PhaseSummary, RunSummary, TrainSummary
+from attd_core.runtime.summary import PhaseSummary, RunSummary, TrainSummary
 from attd_core.runtime.trainer import TrainResult, train
 from attd_core.spec_strings import ComponentChoice
 from attd_core.tta.strategies import InnerLoopStrategy
@@ -426,13 +426,6 @@ def evaluate_strategies(
         if metrics is not None:
             metrics.write(results[canonical].record())
     return results
-
-
-def paired_summaries(results: dict[str, EvalResult], *, seed: int) -> dict[str, EvalSummary]:
-    """Each result's `summary.json` entry, every strategy compared with `none` on the
-    same examples (bootstrap seeded by `seed`) where the task judges each example."""
-    entries = {canonical: result.summary() for canonical, result in results.items()}
-    return {key: with_paired(entries, key, seed=seed) for key in entries}
 
 
 def _limited(examples: Any, limit: int | None) -> Any:
