@@ -39,10 +39,6 @@ CELLS = ("listops:cpu", "listops:cpu-long", "pathfinder:cpu")
 """The task presets trained by default: each CPU preset the LRA tasks offer."""
 
 
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def cell_dir(runs: Path, task: str, preset: str, seed: int) -> Path:
     return runs / f"{task}-{preset}-s{seed}"
 
@@ -58,7 +54,7 @@ def run_cell(runs: Path, task: str, preset: str, seed: int) -> None:
     command = [str(ATTD), "run", "--task", task, "--preset", preset,
                "--set", f"runtime.seed={seed}", "--output-dir", str(folder)]  # fmt: skip
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    load_before, start = load_average(), time.perf_counter()
+    load_before, start = os.getloadavg()[0], time.perf_counter()
     print(f"{folder}: {shlex.join(command)} (load {load_before:.2f})", flush=True)
     if subprocess.run(command, env=env, stdin=subprocess.DEVNULL).returncode != 0:
         raise SystemExit(f"error: {shlex.join(command)} failed (its output is above)")
@@ -69,7 +65,7 @@ def run_cell(runs: Path, task: str, preset: str, seed: int) -> None:
         "command": shlex.join(["attd", *command[1:]]),
         "wall_seconds": time.perf_counter() - start,
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": os.getloadavg()[0],
     }
     (folder / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
 
