@@ -45,7 +45,8 @@ def test_digits_run_with_tta(manager, tmp_path):
     check_summary(summary, 12)
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["task"]["dataset"] == "digits"
-    assert config["task"]["encoder_options"] == {"mean": 0.5, "std": 0.5, "dtype": "int"}
+    # float pixels by default: a corrupted pixel is still a value the encoder trained on
+    assert config["task"]["encoder_options"] == {"mean": 0.5, "std": 0.5, "dtype": "float"}
     defaults = manager.get("task", "image-classification").run_defaults
     assert resolved.config.train.lr == defaults["train.lr"]  # the task's run defaults apply
     # the resolved config.yaml resolves again to the same run
@@ -64,7 +65,7 @@ def test_an_image_folder_run_with_tta(manager, split_folder, tmp_path):
         f"task.dataset={split_folder}",
         f"task.cache_dir={tmp_path / 'hf-cache'}",
         "task.image_size=4",
-        "task.encoder_options.dtype=float",
+        "task.encoder_options.dtype=int",
     ]
     _, summary = run(manager, overrides, tmp_path / "run")
     check_summary(summary, 4)  # the folder's own test split: two images per class

@@ -39,7 +39,7 @@ def run(manager: attd_core.PluginManager, out, *args: str) -> Result:
             ["eval.shift 'gaussian-noise:2' does not fit task 'parity': ", "image_size"],
         ),
         (
-            [*IMAGES, "--shift", "token-deletion:2"],
+            [*IMAGES, "--set", "task.encoder_options.dtype=int", "--shift", "token-deletion:2"],
             ["eval.shift 'token-deletion:2' does not fit task 'image-classification': ", "aux"],
         ),
         (

@@ -347,7 +347,9 @@ def test_digits_batches_carry_their_size_and_take_a_shift_through_evaluation(pm)
     assert batch.select(torch.tensor([3, 0])).aux[IMAGE_SIZE_KEY].shape == (2, 2)
     noise = build("gaussian-noise", 3, pm)
     shifted = noise.apply(batch, torch.Generator().manual_seed(0))
-    assert mean_change(batch, shifted) > 10
+    # float pixels by default, in [-1, 1]: noise moves them by more than 10 grey levels
+    assert batch.inputs.is_floating_point() and mean_change(batch, shifted) > 10 * 2 / 255
+    assert float(shifted.inputs.min()) >= -1 and float(shifted.inputs.max()) <= 1
 
     bound = testing.tiny_bound_model(task)
     strategy, objective = pm.create("strategy", "none"), pm.create("objective", "entropy")

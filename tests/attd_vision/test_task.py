@@ -22,6 +22,11 @@ def task_of(**options: Any) -> ImageClassificationTask:
     return ImageClassificationTask(ImageClassificationOptions(**options))
 
 
+def token_task_of(**options: Any) -> ImageClassificationTask:
+    """Integer pixel tokens 0..255 (the default is floats)."""
+    return task_of(encoder_options={"dtype": "int"}, **options)
+
+
 def sizes(task: ImageClassificationTask) -> dict[str, int]:
     return {split: len(task.load_split(split)) for split in SPLITS}
 
@@ -33,7 +38,7 @@ def batch_of(task: ImageClassificationTask, split: str = "train", n: int | None 
 
 @pytest.fixture(scope="module")
 def digits() -> ImageClassificationTask:
-    return task_of()
+    return token_task_of()
 
 
 def test_the_plugin_registers_the_task_and_both_encoders(manager):
@@ -66,15 +71,15 @@ def test_digits_are_ten_classes_of_64_gray_tokens_in_0_255(digits):
     assert digits.color == "grayscale"
 
 
-def test_digits_as_float_pixels_and_as_patches():
-    floats = task_of(encoder_options={"dtype": "float"}, limit_train=8)
+def test_digits_are_float_pixels_by_default_and_can_be_patches():
+    floats = task_of(limit_train=8)
     batch = batch_of(floats)
     assert floats.input_spec == InputSpec(channels=1) and batch.inputs.shape == (8, 64, 1)
     assert float(batch.inputs.min()) == -1.0 and float(batch.inputs.max()) == 1.0
     patches = task_of(encoder="patches", encoder_options={"patch_size": 2}, limit_train=8)
     assert patches.input_spec == InputSpec(channels=4)
     assert batch_of(patches).inputs.shape == (8, 16, 4)
-    resized = task_of(image_size=4, limit_train=3)
+    resized = token_task_of(image_size=4, limit_train=3)
     assert batch_of(resized).inputs.shape == (3, 16)
 
 
@@ -85,7 +90,8 @@ def test_limits_keep_a_seeded_subset_of_each_split():
 
 
 def test_encoder_options_are_checked_and_filled_in():
-    assert ImageClassificationOptions().encoder_options == {"mean": 0.5, "std": 0.5, "dtype": "int"}
+    floats = {"mean": 0.5, "std": 0.5, "dtype": "float"}
+    assert ImageClassificationOptions().encoder_options == floats
     patches = ImageClassificationOptions(encoder="patches")
     assert patches.encoder_options == {"mean": 0.5, "std": 0.5, "patch_size": 4}
     with pytest.raises(ValidationError, match=r"for encoder 'pixels': patch_size.*options: "):
@@ -97,7 +103,7 @@ def test_encoder_options_are_checked_and_filled_in():
 
 
 def test_an_image_folder_loads_through_imagefolder(image_folder, cache_dir):
-    task = task_of(dataset=str(image_folder), cache_dir=cache_dir, test_fraction=0.25)
+    task = token_task_of(dataset=str(image_folder), cache_dir=cache_dir, test_fraction=0.25)
     assert sizes(task) == {"train": 5, "validation": 1, "test": 2}
     assert task.num_classes == 2 and task.label_names == ["cat", "dog"]
     assert task.color == "rgb"  # auto: the images are RGB
@@ -105,7 +111,7 @@ def test_an_image_folder_loads_through_imagefolder(image_folder, cache_dir):
     assert batch.inputs.shape == (5, 6 * 6 * 3) and bool(batch.mask.all())
     bright = batch.inputs[:, 3:].float().mean(dim=1) > 120  # past the red pixel
     assert bright.long().tolist() == batch.labels.tolist()  # dogs are the bright ones
-    gray = task_of(dataset=str(image_folder), cache_dir=cache_dir, color="grayscale")
+    gray = token_task_of(dataset=str(image_folder), cache_dir=cache_dir, color="grayscale")
     assert batch_of(gray).inputs.shape[1] == 36
 
 
@@ -127,7 +133,7 @@ def test_images_of_different_sizes_are_padded_unless_resized(tmp_path, cache_dir
         for index in range(5):
             pixels = np.full((height, width), 10 * index, np.uint8)
             Image.fromarray(pixels).save(tmp_path / "mixed" / label / f"{index}.png")
-    task = task_of(dataset=str(tmp_path / "mixed"), cache_dir=cache_dir)
+    task = token_task_of(dataset=str(tmp_path / "mixed"), cache_dir=cache_dir)
     batch = batch_of(task)
     assert batch.inputs.shape == (len(batch), 9) and not bool(batch.mask.all())
     assert (batch.inputs[~batch.mask] == 256).all()
@@ -135,7 +141,7 @@ def test_images_of_different_sizes_are_padded_unless_resized(tmp_path, cache_dir
     examples = task.load_split("train")  # lengths come from the image headers, for grouping
     lengths = [task.sequence_length(examples[i]) for i in range(len(examples))]
     assert lengths == batch.mask.sum(dim=1).tolist() and set(lengths) == {6, 9}
-    resized = task_of(dataset=str(tmp_path / "mixed"), cache_dir=cache_dir, image_size=3)
+    resized = token_task_of(dataset=str(tmp_path / "mixed"), cache_dir=cache_dir, image_size=3)
     assert resized.sequence_length is None and bool(batch_of(resized).mask.all())
 
 

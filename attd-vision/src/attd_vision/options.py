@@ -161,8 +161,8 @@ class ImageClassificationOptions(_Options):
     encoder_options: dict[str, Any] = Field(
         default_factory=dict,
         validate_default=True,
-        description="The encoder's options: pixels dtype=int|float, patches patch_size; "
-        "mean and std for floats.",
+        description="The encoder's options: pixels dtype=float (default here; int gives "
+        "tokens 0..255), patches patch_size; mean and std for floats.",
     )
     validation_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out as validation when there is none."
@@ -184,6 +184,12 @@ class ImageClassificationOptions(_Options):
         None, description="datasets' cache folder (its default if None)."
     )
 
+    pixel_dtype: ClassVar[Literal["int", "float"]] = "float"
+    """The `pixels` encoder's dtype when `encoder_options` gives none. Floats, because a
+    corrupted float pixel is still a value the encoder was trained on, while integer tokens
+    see only the grey levels of the training images (17 for digits): noise or blur would
+    produce token ids whose embeddings never trained."""
+
     def limit(self, split: str) -> int | None:
         return getattr(self, f"limit_{split}")
 
@@ -192,9 +198,12 @@ class ImageClassificationOptions(_Options):
     def _check_encoder_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Built-in encoders' options are checked (and their defaults filled in, so
         config.yaml shows them) while the config resolves; a plugin's when it is built."""
-        model = BUILT_IN_ENCODERS.get(info.data.get("encoder", ""))
+        encoder = info.data.get("encoder", "")
+        model = BUILT_IN_ENCODERS.get(encoder)
         if model is None:
             return value
+        if encoder == "pixels":
+            value = {"dtype": cls.pixel_dtype, **value}
         return filled_options(model, value, f"encoder {info.data['encoder']!r}")
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -133,6 +133,8 @@ class LraImageOptions(ImageClassificationOptions):
     color: Literal["auto", "grayscale", "rgb"] = Field(
         "grayscale", description="LRA converts to grayscale; rgb keeps 3 values per pixel."
     )
+    pixel_dtype: ClassVar[Literal["int", "float"]] = "int"
+    """LRA reads pixels as tokens 0..255 (floats with `encoder_options.dtype=float`)."""
 
     @model_validator(mode="before")
     @classmethod
