@@ -331,7 +331,7 @@ def test_norm_affine_targets_that_match_nothing_list_the_norm_slots():
 
 
 @pytest.mark.parametrize(
-    "adapter_name, needed", [("delta-ssm", "kind 'A'"), ("state-offset", "initial-state")]
+    "adapter_name, needed", [("delta-ssm", "kind 'A_log'"), ("state-offset", "initial-state")]
 )
 def test_ssm_adapters_refuse_the_transformer(adapter_name, needed):
     with pytest.raises(ConfigError, match=f"{adapter_name}.*{needed}.*TransformerBackbone"):
@@ -380,10 +380,10 @@ def test_combined_state_is_the_union_and_knows_its_owners():
     moved = perturbed(state, 0.1)
     deltas = adapter.deltas(moved)
     assert torch.equal(deltas["layers.0.out_proj.U"], moved["layers.0.out_proj.U"] * 4.0)
-    assert torch.equal(deltas["layers.0.A.U"], moved["layers.0.A.U"])
+    assert torch.equal(deltas["layers.0.A_log.U"], moved["layers.0.A_log.U"])
     projected, stats = adapter.project(moved, backbone.adapter_slots())
     assert projected.keys() == state.keys()
-    assert stats.keys() == {"delta_norm_capped", "a_projected"}
+    assert stats.keys() == {"delta_norm_capped"}  # log space needs no sign rule
     expected = sum(EXPECTED_PARAMETERS[name, "mamba"] for name in ("delta-ssm", "norm-affine"))
     expected += 2 * (D_MODEL * RANK + RANK * D_INNER)
     assert adapter.num_parameters(state) == expected
@@ -393,5 +393,5 @@ def test_combined_adapters_may_not_adapt_the_same_key():
     adapter = CombinedAdapter(
         {"ssm": make_adapter("delta-ssm", dt_bias=True), "again": make_adapter("delta-ssm")}
     )
-    with pytest.raises(ConfigError, match=r"'ssm' and 'again' both adapt 'layers\.0\.A\.U'"):
+    with pytest.raises(ConfigError, match=r"'ssm' and 'again' both adapt 'layers\.0\.A_log\.U'"):
         adapter.init_state(make_backbone("mamba"), BATCH)

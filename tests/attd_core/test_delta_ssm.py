@@ -1,7 +1,10 @@
 """Delta-SSM adapter states: shapes, reproducibility, the norm cap, keeping A below its
-bound, the optional dt-bias and D deltas, and parameter counts."""
+bound, the optional dt-bias and D deltas, and parameter counts; most tests in the
+original script's linear space, then the default log space."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -20,7 +23,8 @@ def backbone() -> MambaBackbone:
 
 
 def adapter(**overrides) -> DeltaSSMAdapter:
-    return DeltaSSMAdapter(DeltaSSMOptions(**{"rank": RANK, **overrides}))
+    """Linear space, `A = A0 + U V`, unless `space` says otherwise."""
+    return DeltaSSMAdapter(DeltaSSMOptions(**{"rank": RANK, "space": "linear", **overrides}))
 
 
 @pytest.mark.parametrize(
@@ -188,3 +192,67 @@ def test_num_parameters_counts_one_sample(backbone):
 
 def test_satisfies_the_adapter_protocol():
     assert isinstance(adapter(), Adapter)
+
+
+# -- log space (the default): A = A0 * exp(U V) ------------------------------------------
+
+
+def log_adapter(**overrides) -> DeltaSSMAdapter:
+    return adapter(space="log", **overrides)
+
+
+def test_log_space_is_the_default_and_adapts_A_log(backbone):
+    assert DeltaSSMOptions().space == "log"
+    state = DeltaSSMAdapter(DeltaSSMOptions(rank=8)).init_state(backbone, 256)
+    assert sorted(state) == [f"layers.{i}.A_log.{f}" for i in range(2) for f in "UV"]
+    assert not state["layers.0.A_log.U"].any()
+    # V's rows have about unit norm: a step on U moves log A about as much as U
+    assert 0.9 < float(state["layers.0.A_log.V"].std() * D_STATE**0.5) < 1.1
+
+
+def test_a_log_space_delta_multiplies_A_by_exp_UV(backbone):
+    gen = torch.Generator().manual_seed(4)
+    state = log_adapter(per_sample=False).init_state(backbone, generator=gen)
+    state["layers.1.A_log.U"] = 0.3 * torch.randn(D_INNER, RANK, generator=gen)
+    x = torch.randn(2, 7, 16, generator=gen)
+    moved = copy.deepcopy(backbone)
+    with torch.no_grad():
+        mixer = moved.layers[1].mixer
+        mixer.A_log += state["layers.1.A_log.U"] @ state["layers.1.A_log.V"]
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x, adapter_state=state), moved(x))
+        assert not torch.allclose(backbone(x, adapter_state=state), backbone(x))
+
+
+def test_log_space_caps_the_rms_log_ratio_and_needs_no_sign_rule(backbone):
+    slots = backbone.adapter_slots()
+    gen = torch.Generator().manual_seed(5)
+    delta_ssm = log_adapter(max_delta_norm=0.2)
+    state = delta_ssm.init_state(backbone, 3, generator=gen)
+    state = {
+        k: 100 * torch.randn(v.shape, generator=gen) if k.endswith(".U") else v
+        for k, v in state.items()
+    }
+    projected, stats = delta_ssm.project(state, slots)
+    assert stats.keys() == {"delta_norm_capped"} and int(stats["delta_norm_capped"]) == 6
+    for layer in ("layers.0.A_log", "layers.1.A_log"):
+        delta = projected[f"{layer}.U"] @ projected[f"{layer}.V"]
+        rms = delta.pow(2).mean(dim=(-2, -1)).sqrt()
+        torch.testing.assert_close(rms, torch.full((3,), 0.2))
+    again, stats = delta_ssm.project(projected, slots)
+    assert int(stats["delta_norm_capped"]) == 0
+    x = torch.randn(3, 5, 16, generator=gen)
+    with torch.no_grad():  # any log delta keeps every mode decaying
+        assert torch.isfinite(backbone(x, adapter_state=state)).all()
+
+
+def test_log_space_without_A_log_slots_is_a_clear_error():
+    class LinearOnly(torch.nn.Module):
+        d_model = 4
+
+        def adapter_slots(self) -> dict[str, AdapterSlot]:
+            base = -torch.ones(4, 2)
+            return {"layers.0.A": AdapterSlot(name="layers.0.A", base=base, kind="A")}
+
+    with pytest.raises(ConfigError, match=r"delta-ssm.*kind 'A_log'.*LinearOnly"):
+        log_adapter().init_state(LinearOnly(), 2)

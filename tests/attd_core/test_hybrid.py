@@ -15,7 +15,7 @@ from attd_core.options import DeltaSSMOptions, HybridOptions
 D_MODEL = 16
 F64 = torch.float64
 MAMBA_SLOTS = (
-    "A", "dt_bias", "D", "h0", "in_proj", "x_proj", "dt_proj", "out_proj",
+    "A", "A_log", "dt_bias", "D", "h0", "in_proj", "x_proj", "dt_proj", "out_proj",
     "norm.weight", "norm.bias",
 )  # fmt: skip
 ATTENTION_SLOTS = (*WEIGHT_SLOTS, "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")
@@ -74,7 +74,7 @@ def test_forward_adapts_both_kinds_of_layer():
     state |= {"layers.2.v.U": torch.zeros(3, D_MODEL, 2, dtype=F64), "layers.2.v.V": v}
     base = backbone(x)
     assert torch.equal(backbone(x, adapter_state=state), base)  # fresh: U = 0 everywhere
-    mamba_only = dict(state, **{"layers.3.A.U": torch.randn(3, 32, 2, dtype=F64)})
+    mamba_only = dict(state, **{"layers.3.A_log.U": torch.randn(3, 32, 2, dtype=F64)})
     attention_only = dict(state, **{"layers.2.v.U": torch.randn(3, D_MODEL, 2, dtype=F64)})
     for adapted in (mamba_only, attention_only):
         assert (backbone(x, adapter_state=adapted) - base).abs().max() > 1e-6

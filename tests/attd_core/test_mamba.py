@@ -21,6 +21,7 @@ DT_RANK = 1
 F64 = torch.float64  # an untrained block barely reacts to A: compare deltas far above rounding
 MIXER_SLOTS = {  # name -> (kind, base shape)
     "A": ("A", (D_INNER, D_STATE)),
+    "A_log": ("A_log", (D_INNER, D_STATE)),
     "dt_bias": ("dt_bias", (D_INNER,)),
     "D": ("D", (D_INNER,)),
     "h0": ("initial_state", (D_INNER, D_STATE)),
@@ -219,6 +220,7 @@ def test_adapter_slots_describe_bases_without_exposing_weights():
         assert slot.upper_bound == (A_UPPER_BOUND if slot.kind == "A" else None)
         assert not slot.base.requires_grad
     torch.testing.assert_close(slots["layers.1.A"].base, backbone.layers[1].mixer.base_A())
+    assert torch.equal(slots["layers.1.A_log"].base, backbone.layers[1].mixer.A_log)
     assert torch.equal(slots["layers.1.x_proj"].base, backbone.layers[1].mixer.x_proj.weight)
     assert torch.equal(slots["layers.0.norm.bias"].base, backbone.layers[0].norm.bias)
     assert torch.equal(slots["norm_f.weight"].base, backbone.norm_f.weight)
@@ -258,7 +260,7 @@ def test_gradients_reach_base_weights_and_adapter_state():
         tensor.requires_grad_()
     backbone(make_inputs(), adapter_state=state).square().sum().backward()
     assert backbone.layers[0].mixer.A_log.grad is not None
-    assert state["layers.0.A.U"].grad.abs().sum() > 0
+    assert state["layers.0.A_log.U"].grad.abs().sum() > 0
 
 
 def test_dropout_on_block_outputs_only_in_training():

@@ -45,7 +45,7 @@ BUILT_INS: tuple[PluginSpec, ...] = (
     ),
     AdapterSpec(
         name="delta-ssm",
-        summary="Low-rank delta on each layer's state matrix, A = A0 + U V",
+        summary="Low-rank delta on each layer's state matrix, A = A0 * exp(U V)",
         factory=f"{_ADAPTERS}.delta_ssm:DeltaSSMAdapter",
         config=options.DeltaSSMOptions,
     ),

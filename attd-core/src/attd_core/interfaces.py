@@ -86,12 +86,23 @@ class ModelOutput:
     pooled: Tensor | None = None
 
 
-SLOT_KINDS = ("A", "dt_bias", "D", "weight", "norm_weight", "norm_bias", "initial_state")
+SLOT_KINDS = (
+    "A",
+    "A_log",
+    "dt_bias",
+    "D",
+    "weight",
+    "norm_weight",
+    "norm_bias",
+    "initial_state",
+)
 """What a slot holds, so adapters pick slots by meaning rather than by name.
 
-`A`: a state matrix `(d_inner, d_state)`; `dt_bias`, `D`: per-channel vectors; `weight`:
-a linear map `(out, in)` (LoRA's target); `norm_weight`, `norm_bias`: a norm layer's
-affine vectors; `initial_state`: the SSM state a scan starts from (base all zeros).
+`A`: a state matrix `(d_inner, d_state)`; `A_log`: its log-magnitudes, `A = -exp(A_log)`
+(a delta there multiplies A's entries by `exp(delta)`); `dt_bias`, `D`: per-channel
+vectors; `weight`: a linear map `(out, in)` (LoRA's target); `norm_weight`, `norm_bias`:
+a norm layer's affine vectors; `initial_state`: the SSM state a scan starts from (base
+all zeros).
 """
 
 

@@ -152,19 +152,40 @@ class _AdapterOptions(_Options):
 
 
 class DeltaSSMOptions(_AdapterOptions):
-    """Low-rank delta on each layer's state matrix, A = A0 + U V (plus dt bias and D)."""
+    """Low-rank delta on each layer's state matrix (plus dt bias and D).
+
+    `space=log` (the default): `A = A0 * exp(U V)`, a delta on `A_log`, so a step changes
+    every decay rate by a share of itself, whatever the size of A0, and A stays negative.
+    `space=linear`: the original script's `A = A0 + U V` with an absolute cap, whose 0.5
+    is ~0.1 % of ||A0|| at d_inner 128, d_state 16: too small to move a prediction.
+    """
 
     rank: int = Field(
         4, ge=1, le=MAX_RANK, description="Rank r of U (d_inner x r) and V (r x d_state)."
     )
-    max_delta_norm: float = Field(0.5, gt=0, description="Cap on the Frobenius norm of U V.")
-    init_scale: float = Field(0.01, gt=0, description="Std of V's random initialisation.")
+    space: Literal["log", "linear"] = Field(
+        "log",
+        description="log: A = A0 * exp(U V) (relative, always stable); linear: A = A0 + U V "
+        "(the original script's, absolute).",
+    )
+    max_delta_norm: float = Field(
+        0.5,
+        gt=0,
+        description="Cap on U V: log, its root-mean-square entry (the typical log-ratio "
+        "of A's entries, 0.5 = within a factor e^0.5); linear, its Frobenius norm.",
+    )
+    init_scale: float | None = Field(
+        None,
+        gt=0,
+        description="Std of V's random initialisation; None: 1/sqrt(d_state) in log "
+        "space (a step on U moves log A as much as U), 0.01 in linear space (the original).",
+    )
     dt_bias: bool = Field(False, description="Also adapt each layer's dt bias (dense delta).")
     D: bool = Field(False, description="Also adapt each layer's skip gain D (dense delta).")
     keep_a_negative: bool = Field(
         True,
-        description="Shrink U V where A0 + U V would reach the slot's upper bound (A < 0); "
-        "counted as a_projected.",
+        description="linear space: shrink U V where A0 + U V would reach the slot's upper "
+        "bound (A < 0); counted as a_projected. Log space keeps A negative by itself.",
     )
 
 

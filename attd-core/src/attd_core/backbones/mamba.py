@@ -91,8 +91,9 @@ class MambaBlock(nn.Module):
         return -torch.exp(self.A_log)
 
     def adapter_slots(self, prefix: str) -> dict[str, AdapterSlot]:
-        """`{prefix}A` (kind A, clamped below zero), `dt_bias`, `D`, `h0` (the scan's initial
-        state, base zeros `(d_inner, d_state)`) and the `weight` slots of `WEIGHT_SLOTS`.
+        """`{prefix}A` (kind A, clamped below zero), `A_log` (A = -exp(A_log): a delta
+        there scales A's entries), `dt_bias`, `D`, `h0` (the scan's initial state, base
+        zeros `(d_inner, d_state)`) and the `weight` slots of `WEIGHT_SLOTS`.
 
         Bases are detached; each slot's kind is its name, except `h0` (`initial_state`)
         and the projections (`weight`).
@@ -100,6 +101,9 @@ class MambaBlock(nn.Module):
         slots = {
             f"{prefix}A": AdapterSlot(
                 name=f"{prefix}A", base=self.base_A().detach(), kind="A", upper_bound=A_UPPER_BOUND
+            ),
+            f"{prefix}A_log": AdapterSlot(
+                name=f"{prefix}A_log", base=self.A_log.detach(), kind="A_log"
             ),
             f"{prefix}dt_bias": AdapterSlot(
                 name=f"{prefix}dt_bias", base=self.dt_proj.bias.detach(), kind="dt_bias"
@@ -127,8 +131,9 @@ class MambaBlock(nn.Module):
         return delta_linear(x, layer.weight, bias, state, f"{prefix}{name}")
 
     def _adapted_A(self, state: AdapterState, slot: str) -> Tensor:
-        """A plus the state's delta, clamped to `A_UPPER_BOUND`."""
-        A = self.base_A()
+        """`-exp(A_log + delta on A_log) + delta on A`, clamped to `A_UPPER_BOUND`."""
+        log_delta = slot_delta(state, f"{slot}_log", self.A_log.shape)
+        A = self.base_A() if log_delta is None else -torch.exp(self.A_log + log_delta)
         delta = slot_delta(state, slot, A.shape)
         if delta is None:
             return A

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from attd_core.model import AttdModel, BoundModel
 
 _VECTOR_KINDS = ("dt_bias", "D", "norm_weight", "norm_bias")
-_MATRIX_KINDS = ("A", "weight")
+_MATRIX_KINDS = ("A", "A_log", "weight")
 
 
 def _factories() -> Any:
