@@ -274,6 +274,12 @@ class InnerObjective(Protocol):
     same contract. `reference` is the unadapted output on the clean batch (computed once,
     without gradients) for anchoring and reconstruction targets. A sample's loss must
     depend on that sample alone: one backward of the sum then gives per-sample gradients.
+
+    An objective that needs a head of its own (predicting the input, as TTT's auxiliary
+    task does) declares it with an optional `build_head(d_model, task) -> nn.Module |
+    None`. The runtime calls it once, makes the module part of the model
+    (`AttdModel.objective_head`: trained by the `aligned` regime, saved with the
+    checkpoint) and the objective keeps using the module it returned.
     """
 
     def __call__(

@@ -86,6 +86,10 @@ class AttdModel(nn.Module):
     A token embedding starts from the backbone's `pretrained_embedding` (a pretrained
     Mamba's) when that has one row per token id of the task's vocabulary; otherwise it
     is trained from scratch, with a warning.
+
+    `objective_head` is the inner objective's own head, if it built one (see
+    `InnerObjective`): a submodule so that training reaches it and checkpoints keep it;
+    `forward` never runs it.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class AttdModel(nn.Module):
         pooling: str | Pooling = DEFAULT,
         *,
         manager: PluginManager | None = None,
+        objective_head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         two_towers = [hasattr(task, name) for name in ("second_tower", "pair_towers")]
@@ -129,6 +134,7 @@ class AttdModel(nn.Module):
                 )
         self.backbone = backbone
         self.head = head
+        self.objective_head = objective_head
         self.pooling_name = pooling_name
         self.pooling = pool
         self.task = task

@@ -370,8 +370,13 @@ class NextTokenOptions(_Options):
 
 
 class MaskedReconstructionOptions(_Options):
-    """Blank a fraction of tokens; reconstruct the unadapted features at those positions."""
+    """Blank a fraction of tokens; reconstruct the unadapted features (or the inputs) there."""
 
+    target: Literal["features", "inputs"] = Field(
+        "features",
+        description="features: the unadapted model's, no head; inputs: the blanked tokens "
+        "or pixels, through a head the aligned regime trains.",
+    )
     mask_ratio: float = Field(0.15, gt=0, lt=1, description="Fraction of real tokens blanked.")
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="Seed of the masks (the same for every batch)."
@@ -379,7 +384,13 @@ class MaskedReconstructionOptions(_Options):
 
 
 class NextStepOptions(_Options):
-    """MSE between the features at t and the input embedding at t + 1 (no head needed)."""
+    """MSE between the features at t and the input (or its embedding) at t + 1."""
+
+    target: Literal["embedded", "inputs"] = Field(
+        "embedded",
+        description="embedded: the input embedding, no head; inputs: the raw float input, "
+        "through a head the aligned regime trains.",
+    )
 
 
 class ConsistencyOptions(_Options):

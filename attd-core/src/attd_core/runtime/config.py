@@ -141,10 +141,14 @@ class TrainConfig(_Section):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (if the task can measure them)."
     )
-    regime: Literal["base", "controller", "meta"] = Field(
+    regime: Literal["base", "aligned", "controller", "meta"] = Field(
         "base",
-        description="base: task loss only; controller: then train the strategy's controller "
-        "with the backbone frozen; meta: simulate the inner loop while training.",
+        description="base: task loss only; aligned: task loss + train.aligned_weight * the "
+        "inner objective (TTT), training its head; controller: then train the strategy's "
+        "controller with the backbone frozen; meta: simulate the inner loop while training.",
+    )
+    aligned_weight: float = Field(
+        1.0, gt=0, description="lambda of the aligned regime: task loss + lambda * inner loss."
     )
     strategy: str | None = Field(
         None,
@@ -613,8 +617,8 @@ DEFAULT_TRAINING_STRATEGY = {"controller": "adaptive:5", "meta": "fixed:1"}
 
 
 def _training_strategy(manager: PluginManager, train: TrainConfig) -> ComponentChoice | None:
-    """The strategy the controller or meta regime trains with; None for `base`."""
-    if train.regime == "base":
+    """The strategy the controller or meta regime trains with; None for the others."""
+    if train.regime not in DEFAULT_TRAINING_STRATEGY:
         if train.strategy is not None:
             raise ConfigError(
                 f"train.strategy ({train.strategy!r}) is used by the controller and meta "

@@ -1,4 +1,9 @@
-"""Training regimes beyond `base`: train the controller, or train through adaptation.
+"""Training regimes beyond `base`: align the inner objective with the task, train the
+controller, or train through adaptation.
+
+`aligned`: TTT's joint training, `L_task + lambda * L_inner` on the same inputs (the
+inner objective at the fresh adapter state, its head trained with the task), so that
+at test time the inner gradient points where the task's loss falls.
 
 `controller`: the backbone is frozen and only the strategy's learned parts (controller
 thresholds or hazard, damping gate) train, on
@@ -189,5 +194,23 @@ def meta_loss(
         with strategy.differentiable(create_graph=second_order):
             adaptation = strategy.adapt(bound, batch, objective)
         return bound.task.compute_loss(bound(batch, adaptation.state), batch)
+
+    return loss
+
+
+def aligned_loss(
+    bound: BoundModel, objective: InnerObjective, weight: float
+) -> Callable[[Batch], Tensor]:
+    """The task loss plus `weight` times the batch's mean inner loss.
+
+    One forward serves both: it is the task's output and the objective's `reference`
+    (which objectives read detached), and the inner loss is taken at no adapter state,
+    which is what a fresh state computes.
+    """
+
+    def loss(batch: Batch) -> Tensor:
+        output = bound(batch)
+        inner = objective(bound, batch, None, output)
+        return bound.task.compute_loss(output, batch) + weight * inner.mean()
 
     return loss

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 from rich.console import Console
+from torch import nn
 from torch.utils.data import Subset
 
 from attd_core.errors import ConfigError, PluginError
@@ -38,7 +39,7 @@ from attd_core.runtime.evaluator import EvalResult, evaluate
 from attd_core.runtime.files import atomic_write_text
 from attd_core.runtime.metrics import MetricsWriter
 from attd_core.runtime.paired import paired_summaries
-from attd_core.runtime.regimes import meta_loss, train_controller
+from attd_core.runtime.regimes import aligned_loss, meta_loss, train_controller
 from attd_core.runtime.resume import TrainingState
 from attd_core.runtime.run_folder import claimed_output_dir
 from attd_core.runtime.stopped_run import restart_point
@@ -197,6 +198,8 @@ def _train(
     if config.train.regime == "meta":
         second = config.train.meta_order == "second"
         loss_fn = meta_loss(parts.bound, parts.training, parts.objective, second)
+    elif config.train.regime == "aligned":
+        loss_fn = aligned_loss(parts.bound, parts.objective, config.train.aligned_weight)
 
     def save_training(state: TrainingState) -> None:
         record, tensors = state.to_files()
@@ -246,12 +249,15 @@ def build_components(
     cannot handle the task's inputs stops the run before it trains."""
     config = resolved.config
     task = manager.create("task", config.task.name, resolved.task.options)
+    objective = manager.create("objective", config.eval.objective.name, resolved.objective.options)
     with _memory_guard(resolved):
         backbone = manager.create("backbone", config.model.backbone.name, resolved.backbone.options)
-        model = AttdModel(task, backbone, config.model.pooling, manager=manager).to(device)
+        head = _objective_head(objective, backbone.d_model, task, config)
+        model = AttdModel(
+            task, backbone, config.model.pooling, manager=manager, objective_head=head
+        ).to(device)
     adapters = {choice.spec.name: choice.create() for choice in resolved.adapters}
     bound = BoundModel(model, adapters, seed=config.runtime.seed)
-    objective = manager.create("objective", config.eval.objective.name, resolved.objective.options)
     strategies = {choice.canonical: choice.create() for choice in resolved.tta}
     training = None
     if resolved.training_strategy is not None:
@@ -262,6 +268,26 @@ def build_components(
     _check_splits(parts, config)
     _check_data(parts, config, resolved.shift)
     return parts
+
+
+def _objective_head(
+    objective: InnerObjective, d_model: int, task: Task, config: RunConfig
+) -> nn.Module | None:
+    """The objective's own head, if it declares one; only the aligned regime trains it,
+    so any other regime would adapt through a random head: refused."""
+    build = getattr(objective, "build_head", None)
+    try:
+        head = None if build is None else build(d_model, task)
+    except ValueError as exc:
+        raise ConfigError(f"eval.objective {config.eval.objective.name!r}: {exc}") from None
+    if head is not None and config.train.regime != "aligned":
+        raise ConfigError(
+            f"eval.objective {config.eval.objective.name!r} adapts through a head of its "
+            f"own, which only train.regime=aligned trains (this run: "
+            f"{config.train.regime!r}); set train.regime=aligned or pick an objective "
+            "without a head"
+        )
+    return head
 
 
 @contextmanager

@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from attd_core.interfaces import AdaptableModel, AdapterState, Batch, ModelOutput
+from attd_core.interfaces import AdaptableModel, AdapterState, Batch, ModelOutput, Task
 from attd_core.options import (
     ConsistencyOptions,
     EntropyKLOptions,
@@ -25,6 +25,7 @@ from attd_core.options import (
     NextStepOptions,
     NextTokenOptions,
 )
+from attd_core.tta.objective_heads import head_of, input_errors, input_head
 
 
 def _real_mask(batch: Batch) -> Tensor:
@@ -83,6 +84,12 @@ def _own_tokens(inputs: Tensor, mask: Tensor, seed: int) -> Tensor:
 def _count(mask: Tensor, fraction: float) -> Tensor:
     """`(B, 1)` long: round(fraction * n) for each row's n real tokens."""
     return (fraction * mask.sum(dim=1, keepdim=True)).round().long()
+
+
+def _features(output: ModelOutput, objective: str) -> Tensor:
+    if output.features is None:
+        raise ValueError(f"{objective} needs features (B, L, D); the task's forward returned none")
+    return output.features
 
 
 def _symmetric_kl(first: Tensor, second: Tensor) -> Tensor:
@@ -150,13 +157,25 @@ class NextToken:
     """Next-token cross-entropy on the input itself (test-time training for LMs).
 
     Logits `(B, L, V)` at position t predict token t + 1; a sample's loss is the mean
-    over the positions where both t and t + 1 are real (0 with fewer than two).
+    over the positions where both t and t + 1 are real (0 with fewer than two). A
+    token-level task's own logits are those logits (a language model's); any other
+    token task gets a head from features to the vocabulary (`build_head`), which the
+    `aligned` regime trains. With a bidirectional backbone position t already reads
+    t + 1, so the task is trivial there: use it with causal backbones.
     """
 
     name = "next-token"
+    head: nn.Module | None = None
 
     def __init__(self, options: NextTokenOptions | None = None) -> None:
         self.options = options or NextTokenOptions()
+
+    def build_head(self, d_model: int, task: Task) -> nn.Module | None:
+        """None for a token-level task (its logits predict tokens); else a vocabulary head."""
+        if getattr(task, "token_level", False) or task.input_spec.vocab_size is None:
+            return None
+        self.head = input_head(d_model, task.input_spec, self.name)
+        return self.head
 
     def __call__(
         self,
@@ -170,7 +189,8 @@ class NextToken:
                 f"{self.name} needs integer token inputs from a vocabulary; this task feeds "
                 f"{batch.inputs.dtype} inputs of shape {tuple(batch.inputs.shape)}"
             )
-        logits = model(batch, state).logits
+        output = model(batch, state)
+        logits = output.logits if self.head is None else self.head(output.features)
         if logits.dim() != 3 or logits.shape[:2] != batch.inputs.shape:
             raise ValueError(
                 f"{self.name} expects per-token logits (B, L, V) for inputs "
@@ -184,22 +204,34 @@ class NextToken:
 
 
 class MaskedReconstruction:
-    """Blank some tokens; match the unadapted model's features of the clean input there.
+    """Blank some tokens; reconstruct what was there.
 
-    The targets are `reference.features`, the unadapted model's features on the clean
-    batch (data2vec-style self-distillation), so no decoder head is needed and any task
-    can use it. round(`mask_ratio` * n) of a sample's n real tokens (at least one) are
-    replaced while the mask still marks them real, so the model must fill them in from
+    `target=features`: the unadapted model's features on the clean batch,
+    `reference.features` (data2vec-style self-distillation), so no head is needed and
+    any task can use it. `target=inputs`: the blanked tokens themselves (BERT; cross-
+    entropy) or pixels (MAE; squared error), through a head from features to the input
+    (`build_head`) that the `aligned` regime trains with the task.
+    round(`mask_ratio` * n) of a sample's n real tokens (at least one) are replaced
+    while the mask still marks them real, so the model must fill them in from
     context: integer tokens by a random token of the same sample (BERT's random
     replacement; the pad token would not do, since its embedding is zero and Mamba's
     gate then zeroes that position whatever the adapter), float inputs by zeros. The
-    loss is the squared error averaged over the feature dimension and those positions.
+    loss is the error averaged over those positions (features: over the feature
+    dimension too).
     """
 
     name = "masked-reconstruction"
+    head: nn.Module | None = None
 
     def __init__(self, options: MaskedReconstructionOptions | None = None) -> None:
         self.options = options or MaskedReconstructionOptions()
+
+    def build_head(self, d_model: int, task: Task) -> nn.Module | None:
+        """With `target=inputs`, the head that predicts each blanked token or pixel."""
+        if self.options.target != "inputs":
+            return None
+        self.head = input_head(d_model, task.input_spec, self.name)
+        return self.head
 
     def blanked(self, batch: Batch) -> tuple[Batch, Tensor]:
         """The batch with tokens replaced, and the `(B, L)` bool mask of replaced tokens."""
@@ -220,11 +252,14 @@ class MaskedReconstruction:
         state: AdapterState | None,
         reference: ModelOutput,
     ) -> Tensor:
+        masked, blank = self.blanked(batch)
+        if self.options.target == "inputs":
+            features = _features(model(masked, state), self.name)
+            return _masked_mean(input_errors(head_of(self)(features), batch.inputs), blank)
         if reference.features is None:
             raise ValueError(
                 f"{self.name} needs reference.features (B, L, D); the task's forward returned none"
             )
-        masked, blank = self.blanked(batch)
         features = model(masked, state).features
         if features is None or features.shape != reference.features.shape:
             raise ValueError(
@@ -237,16 +272,33 @@ class MaskedReconstruction:
 
 
 class NextStep:
-    """Predict each next input embedding from the current features (no head needed).
+    """Predict each next input from the current features.
 
-    The loss is the MSE between `features[:, t]` and the detached `embedded[:, t + 1]`,
-    averaged over the positions where t and t + 1 are both real (0 with fewer than two).
+    `target=embedded`: the MSE between `features[:, t]` and the detached
+    `embedded[:, t + 1]` (no head needed). `target=inputs`: the MSE between a head's
+    prediction from `features[:, t]` and the raw float input at t + 1 (`build_head`;
+    the `aligned` regime trains it; token inputs have `next-token`). Either is averaged
+    over the positions where t and t + 1 are both real (0 with fewer than two). With a
+    bidirectional backbone position t already reads t + 1: use causal backbones.
     """
 
     name = "next-step"
+    head: nn.Module | None = None
 
     def __init__(self, options: NextStepOptions | None = None) -> None:
         self.options = options or NextStepOptions()
+
+    def build_head(self, d_model: int, task: Task) -> nn.Module | None:
+        """With `target=inputs`, the head that predicts the next float input."""
+        if self.options.target != "inputs":
+            return None
+        if task.input_spec.channels is None:
+            raise ValueError(
+                f"{self.name} with target=inputs predicts float inputs; this task feeds "
+                "tokens: use the next-token objective"
+            )
+        self.head = input_head(d_model, task.input_spec, self.name)
+        return self.head
 
     def __call__(
         self,
@@ -256,6 +308,11 @@ class NextStep:
         reference: ModelOutput,
     ) -> Tensor:
         output = model(batch, state)
+        mask = _real_mask(batch)
+        pairs = mask[:, :-1] & mask[:, 1:]
+        if self.options.target == "inputs":
+            predicted = head_of(self)(_features(output, self.name)[:, :-1])
+            return _masked_mean(input_errors(predicted, batch.inputs[:, 1:]), pairs)
         if output.features is None or output.embedded is None:
             missing = [n for n in ("features", "embedded") if getattr(output, n) is None]
             raise ValueError(
@@ -267,8 +324,6 @@ class NextStep:
                 f"{self.name} needs features and embedded of one shape; got "
                 f"{tuple(output.features.shape)} and {tuple(output.embedded.shape)}"
             )
-        mask = _real_mask(batch)
-        pairs = mask[:, :-1] & mask[:, 1:]
         target = output.embedded[:, 1:].detach()
         errors = (output.features[:, :-1] - target).pow(2).mean(dim=-1)
         return _masked_mean(errors, pairs)
