@@ -203,7 +203,10 @@ class Task(Protocol):
     example was predicted right: the runtime then keeps every example's outcome and
     compares each strategy with `none` pair by pair (accuracy difference with a
     bootstrap interval, McNemar test, flips); tasks without it get no such comparison.
-    `ClassificationTask` defines it.
+    `ClassificationTask` defines it. And `augmentations`, a tuple of shift specs
+    (`("token-substitution:1",)`): label-preserving changes of its inputs that the
+    modality provides, which the `memo` objective applies to make augmented views when
+    its own `augmentations` option is unset.
     """
 
     input_spec: InputSpec
@@ -263,6 +266,10 @@ class InnerObjective(Protocol):
     same contract. `reference` is the unadapted output on the clean batch (computed once,
     without gradients) for anchoring and reconstruction targets. A sample's loss must
     depend on that sample alone: one backward of the sum then gives per-sample gradients.
+
+    An objective that needs something of the task (`memo`: augmentations) may define
+    `check(task)`, raising `ConfigError` when the task does not provide it; the runtime
+    calls it before anything trains.
     """
 
     def __call__(
@@ -321,7 +328,9 @@ class AdaptableModel(Protocol):
 
     `adapter_owners` maps each key of a fresh state to the adapter that made it (the
     parameter selector reads it); `sample_losses` is the task loss per sample (labels
-    needed), for the oracle and the training regimes.
+    needed), for the oracle and the training regimes. A model may also expose its
+    `task` (`BoundModel` does), from which objectives read what the task provides
+    (`memo` reads `Task.augmentations`).
     """
 
     per_sample: bool
