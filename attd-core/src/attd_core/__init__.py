@@ -128,9 +128,11 @@ if TYPE_CHECKING:
     from attd_core.tta.objectives import Entropy as Entropy
     from attd_core.tta.objectives import EntropyKL as EntropyKL
     from attd_core.tta.objectives import MaskedReconstruction as MaskedReconstruction
+    from attd_core.tta.objectives import Memo as Memo
     from attd_core.tta.objectives import NextStep as NextStep
     from attd_core.tta.objectives import NextToken as NextToken
     from attd_core.tta.selector import select_keys as select_keys
+    from attd_core.tta.views import sample_views as sample_views
     from attd_core.tta.strategies import AdaptiveSteps as AdaptiveSteps
     from attd_core.tta.strategies import FixedSteps as FixedSteps
     from attd_core.tta.strategies import InnerLoopStrategy as InnerLoopStrategy
@@ -208,10 +210,12 @@ _LAZY_NAMES = lazy_exports(
             "Entropy",
             "EntropyKL",
             "MaskedReconstruction",
+            "Memo",
             "NextStep",
             "NextToken",
         ),
         "attd_core.tta.selector": ("select_keys",),
+        "attd_core.tta.views": ("sample_views",),
         "attd_core.tta.strategies": (
             "AdaptiveSteps",
             "FixedSteps",
