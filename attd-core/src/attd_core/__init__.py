@@ -132,12 +132,12 @@ if TYPE_CHECKING:
     from attd_core.tta.objectives import NextStep as NextStep
     from attd_core.tta.objectives import NextToken as NextToken
     from attd_core.tta.selector import select_keys as select_keys
-    from attd_core.tta.views import sample_views as sample_views
     from attd_core.tta.strategies import AdaptiveSteps as AdaptiveSteps
     from attd_core.tta.strategies import FixedSteps as FixedSteps
     from attd_core.tta.strategies import InnerLoopStrategy as InnerLoopStrategy
     from attd_core.tta.strategies import NoAdaptation as NoAdaptation
     from attd_core.tta.strategies import OracleSteps as OracleSteps
+    from attd_core.tta.views import sample_views as sample_views
 
 
 _LAZY_NAMES = lazy_exports(
