@@ -20,13 +20,16 @@ from attd_core.options import (
     EntropyOptions,
     MambaOptions,
     MaskedReconstructionOptions,
+    MemoOptions,
 )
 from attd_core.tasks import ClassificationTask
+from attd_core.testing import new_plugin_manager
 from attd_core.tta.objectives import (
     Consistency,
     Entropy,
     EntropyKL,
     MaskedReconstruction,
+    Memo,
     NextStep,
     NextToken,
 )
@@ -113,6 +116,13 @@ OBJECTIVES = {
     "masked-reconstruction": (MaskedReconstruction(), "classifier"),
     "next-step": (NextStep(), "classifier"),
     "consistency": (Consistency(ConsistencyOptions(drop_ratio=0.3)), "classifier"),
+    "memo": (
+        Memo(
+            MemoOptions(views=3, augmentations=["token-substitution:3"]),
+            manager=new_plugin_manager(),
+        ),
+        "classifier",
+    ),
 }
 
 

@@ -89,3 +89,10 @@ def test_generated_splits_are_cached_and_read_back(tmp_path):
     reseeded = get_plugin_manager().create("task", "listops", {**options, "seed": 1})
     reseeded.load_split("test")
     assert len(list((tmp_path / "listops").iterdir())) == 2
+
+
+def test_memo_gets_no_token_edits_from_listops_and_says_which_option_to_set(task):
+    """Editing a ListOps token changes the expression's value: no default augmentations."""
+    objective = get_plugin_manager().create("objective", "memo")
+    with pytest.raises(ConfigError, match="ListOpsTask provides none.*augmentations"):
+        objective.check(task)

@@ -306,3 +306,22 @@ def test_empty_text_is_one_real_pad_token(files, make, tmp_path):
     assert batch.inputs.tolist() == [[0], [0]] and batch.mask.all()
     assert [task.sequence_length(example) for example in examples] == [1, 1]
     assert torch.equal(batch.aux["lengths"], torch.tensor([1, 1]))
+
+
+def test_memo_takes_the_tasks_token_edits_and_keeps_each_texts_length(make, manager, reviews_csv):
+    from attd_core import sample_views
+    from attd_core.testing import task_batch, tiny_backbone, tiny_bound_model
+
+    task = make(data_files=str(reviews_csv), max_length=24)
+    assert task.augmentations == ("token-substitution:1",)
+    objective = manager.create("objective", "memo", {"views": 3})
+    objective.check(task)
+    batch = task_batch(task, "test", 4)
+    views = sample_views(batch, objective.augmentations(task), 3, 0, task.input_spec.fill_id)
+    lengths = batch.mask.sum(dim=1).repeat_interleave(3)
+    assert torch.equal(views.mask.sum(dim=1), lengths)
+    assert not torch.equal(views.inputs[0], views.inputs[1])  # 5 % of ~24 bytes edited
+    backbone = tiny_backbone(d_model=8)
+    bound = tiny_bound_model(task=task, backbone=backbone)
+    loss = objective(bound, batch, bound.init_adapter_state(len(batch)), bound(batch))
+    assert loss.shape == (4,) and torch.isfinite(loss).all()

@@ -87,3 +87,17 @@ def test_a_bad_task_option_is_a_config_error_naming_the_key(manager):
         attd_core.resolve_run_config(
             manager, task="image-classification", overrides=["task.limit_test=0"]
         )
+
+
+def test_memo_views_adapt_under_fixed_adaptive_and_oracle(manager, tmp_path):
+    """memo with the task's own augmentations (crops and noise of float pixels) runs
+    through the evaluator with every kind of strategy."""
+    overrides = ["task.limit_train=32", "eval.objective.name=memo", "eval.objective.views=2"]
+    tta = ("fixed:1", "adaptive:2", "oracle:2")
+    resolved, summary = run(manager, overrides, tmp_path / "run", tta=tta)
+    assert resolved.config.eval.objective.name == "memo"
+    assert list(summary.eval) == ["none", *tta]
+    for result in summary.eval.values():
+        assert result.n == 12 and 0.0 <= result.accuracy <= 1.0
+    assert summary.eval["fixed:1"].mean_k == 1.0
+    assert 0.0 <= summary.eval["adaptive:2"].mean_k <= 2.0

@@ -128,6 +128,7 @@ if TYPE_CHECKING:
     from attd_core.tta.objectives import Entropy as Entropy
     from attd_core.tta.objectives import EntropyKL as EntropyKL
     from attd_core.tta.objectives import MaskedReconstruction as MaskedReconstruction
+    from attd_core.tta.objectives import Memo as Memo
     from attd_core.tta.objectives import NextStep as NextStep
     from attd_core.tta.objectives import NextToken as NextToken
     from attd_core.tta.selector import select_keys as select_keys
@@ -136,6 +137,7 @@ if TYPE_CHECKING:
     from attd_core.tta.strategies import InnerLoopStrategy as InnerLoopStrategy
     from attd_core.tta.strategies import NoAdaptation as NoAdaptation
     from attd_core.tta.strategies import OracleSteps as OracleSteps
+    from attd_core.tta.views import sample_views as sample_views
 
 
 _LAZY_NAMES = lazy_exports(
@@ -208,10 +210,12 @@ _LAZY_NAMES = lazy_exports(
             "Entropy",
             "EntropyKL",
             "MaskedReconstruction",
+            "Memo",
             "NextStep",
             "NextToken",
         ),
         "attd_core.tta.selector": ("select_keys",),
+        "attd_core.tta.views": ("sample_views",),
         "attd_core.tta.strategies": (
             "AdaptiveSteps",
             "FixedSteps",

@@ -139,6 +139,12 @@ BUILT_INS: tuple[PluginSpec, ...] = (
         factory=f"{_OBJECTIVES}:Consistency",
         config=options.ConsistencyOptions,
     ),
+    ObjectiveSpec(
+        name="memo",
+        summary="Entropy of the prediction averaged over augmented views (MEMO)",
+        factory=f"{_OBJECTIVES}:Memo",
+        config=options.MemoOptions,
+    ),
     PoolingSpec(
         name="masked-mean",
         summary="Mean over real tokens only (padding excluded); the default",

@@ -214,7 +214,10 @@ class Task(Protocol):
     example was predicted right: the runtime then keeps every example's outcome and
     compares each strategy with `none` pair by pair (accuracy difference with a
     bootstrap interval, McNemar test, flips); tasks without it get no such comparison.
-    `ClassificationTask` defines it.
+    `ClassificationTask` defines it. And `augmentations`, a tuple of shift specs
+    (`("token-substitution:1",)`): label-preserving changes of its inputs that the
+    modality provides, which the `memo` objective applies to make augmented views when
+    its own `augmentations` option is unset.
     """
 
     input_spec: InputSpec
@@ -280,6 +283,10 @@ class InnerObjective(Protocol):
     None`. The runtime calls it once, makes the module part of the model
     (`AttdModel.objective_head`: trained by the `aligned` regime, saved with the
     checkpoint) and the objective keeps using the module it returned.
+
+    An objective that needs something of the task (`memo`: augmentations) may define
+    `check(task)`, raising `ConfigError` when the task does not provide it; the runtime
+    calls it before anything trains.
     """
 
     def __call__(
@@ -338,7 +345,9 @@ class AdaptableModel(Protocol):
 
     `adapter_owners` maps each key of a fresh state to the adapter that made it (the
     parameter selector reads it); `sample_losses` is the task loss per sample (labels
-    needed), for the oracle and the training regimes.
+    needed), for the oracle and the training regimes. A model may also expose its
+    `task` (`BoundModel` does), from which objectives read what the task provides
+    (`memo` reads `Task.augmentations`).
     """
 
     per_sample: bool

@@ -22,6 +22,8 @@ MAX_RANK = 4_096
 """Adapter ranks: low-rank deltas use 1 to 64."""
 MAX_INNER_STEPS = 1_000
 """Inner steps per sample (fixed k, adaptive/gate/oracle k_max): papers use 1 to 100."""
+MAX_VIEWS = 256
+"""Augmented views per sample (memo): MEMO uses 8 to 64, each one more forward."""
 MAX_BATCH = 65_536
 """Examples per training or evaluation batch."""
 MAX_EPOCHS = 100_000

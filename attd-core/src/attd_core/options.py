@@ -8,7 +8,7 @@ every count has an upper bound from `attd_core.limits`, stated in the error mess
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,6 +21,7 @@ from attd_core.limits import (
     MAX_RATIO,
     MAX_SEED,
     MAX_STATE,
+    MAX_VIEWS,
     MAX_WIDTH,
 )
 
@@ -397,6 +398,21 @@ class ConsistencyOptions(_Options):
     """Symmetric KL between predictions on two views with tokens dropped at random."""
 
     drop_ratio: float = Field(0.1, gt=0, lt=1, description="Fraction of tokens dropped per view.")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the views (the same for every batch)."
+    )
+
+
+class MemoOptions(_Options):
+    """Entropy of the prediction averaged over augmented views of each sample (MEMO)."""
+
+    views: int = Field(8, ge=1, le=MAX_VIEWS, description="Augmented views per sample.")
+    augmentations: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        description="Shift specs applied in order to make each view (token-substitution:1, "
+        "random-crop:2); None takes the task's own (Task.augmentations).",
+    )
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="Seed of the views (the same for every batch)."
     )

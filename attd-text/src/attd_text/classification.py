@@ -29,7 +29,11 @@ class TextClassificationTask(ClassificationTask):
     """Texts encoded by an encoder plugin (bytes by default), one label per text.
 
     `manager` (passed by `PluginManager.create`) builds an encoder that is a plugin.
+    `augmentations` (what the `memo` objective's views apply): a mild token substitution,
+    which keeps the text's length (deletion would refuse the batch's `aux` lengths).
     """
+
+    augmentations: tuple[str, ...] = ("token-substitution:1",)
 
     def __init__(
         self, options: TextClassificationOptions, *, manager: PluginManager | None = None

@@ -13,6 +13,7 @@ from attd_vision.options import (
     IMAGE_SIZE_KEY,
     PIXEL_PAD_ID,
     PIXEL_VOCAB_SIZE,
+    FlipOptions,
     ImageClassificationOptions,
     PatchesOptions,
     PixelShiftOptions,
@@ -29,9 +30,11 @@ if TYPE_CHECKING:
     from attd_vision.encoders import PixelEncoder as PixelEncoder
     from attd_vision.images import to_array as to_array
     from attd_vision.shifts import Contrast as Contrast
+    from attd_vision.shifts import Flip as Flip
     from attd_vision.shifts import GaussianBlur as GaussianBlur
     from attd_vision.shifts import GaussianNoise as GaussianNoise
     from attd_vision.shifts import Occlusion as Occlusion
+    from attd_vision.shifts import RandomCrop as RandomCrop
     from attd_vision.task import ImageClassificationTask as ImageClassificationTask
 
 
@@ -42,7 +45,14 @@ _LAZY_NAMES = lazy_exports(
         "attd_vision.data": ("load_digits",),
         "attd_vision.encoders": ("PatchEncoder", "PixelEncoder"),
         "attd_vision.images": ("to_array",),
-        "attd_vision.shifts": ("Contrast", "GaussianBlur", "GaussianNoise", "Occlusion"),
+        "attd_vision.shifts": (
+            "Contrast",
+            "Flip",
+            "GaussianBlur",
+            "GaussianNoise",
+            "Occlusion",
+            "RandomCrop",
+        ),
         "attd_vision.task": ("ImageClassificationTask",),
     },
 )
@@ -52,6 +62,7 @@ __all__ = [
     "IMAGE_SIZE_KEY",
     "PIXEL_PAD_ID",
     "PIXEL_VOCAB_SIZE",
+    "FlipOptions",
     "ImageClassificationOptions",
     "PatchesOptions",
     "PixelShiftOptions",

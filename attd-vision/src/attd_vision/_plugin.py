@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from attd_core import EncoderSpec, PluginSpec, ShiftSpec, TaskSpec, hookimpl
 from attd_vision.options import (
+    FlipOptions,
     ImageClassificationOptions,
     PatchesOptions,
     PixelShiftOptions,
@@ -60,6 +61,18 @@ SPECS: tuple[PluginSpec, ...] = (
         summary="Cover a square of each image with its mean color (pixels encoder)",
         factory="attd_vision.shifts:Occlusion",
         config=PixelShiftOptions,
+    ),
+    ShiftSpec(
+        name="random-crop",
+        summary="Translate each image a few pixels, edges repeated (pixels encoder)",
+        factory="attd_vision.shifts:RandomCrop",
+        config=PixelShiftOptions,
+    ),
+    ShiftSpec(
+        name="flip",
+        summary="Mirror images left to right at random (pixels encoder)",
+        factory="attd_vision.shifts:Flip",
+        config=FlipOptions,
     ),
 )
 

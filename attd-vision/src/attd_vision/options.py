@@ -131,6 +131,14 @@ class PixelShiftOptions(_Options):
     severity: int = Field(3, ge=1, le=5, description="1 (mild) to 5 (severe), as ImageNet-C.")
 
 
+class FlipOptions(_Options):
+    """A left-right mirror of some test images (needs the `pixels` encoder)."""
+
+    positional: ClassVar[tuple[str, ...]] = ("probability",)
+
+    probability: float = Field(0.5, ge=0, le=1, description="Chance that an image is mirrored.")
+
+
 class ImageClassificationOptions(_Options):
     """Where the images come from, how they are split and how they are encoded."""
 

@@ -1,4 +1,5 @@
-"""Pixel-level test-time shifts in the spirit of ImageNet-C: noise, contrast, blur, occlusion.
+"""Pixel-level test-time shifts in the spirit of ImageNet-C: noise, contrast, blur, occlusion;
+and the augmentations the image task offers for augmented views: random crops and flips.
 
 Like the token shifts of attd-core they act on a collated batch before the strategy sees
 it, never touch labels, leave padded positions alone and draw all randomness from the
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attd_core import Batch, ConfigError
-from attd_vision.options import IMAGE_SIZE_KEY, PixelShiftOptions
+from attd_vision.options import IMAGE_SIZE_KEY, FlipOptions, PixelShiftOptions
 
 NOISE_SIGMA = (0.08, 0.12, 0.18, 0.26, 0.38)
 """gaussian-noise: std of the additive noise, as a fraction of the value range (ImageNet-C's)."""
@@ -44,6 +45,9 @@ OCCLUSION_AREA = (0.05, 0.1, 0.2, 0.35, 0.5)
 """occlusion: share of the image covered by one square (side round(sqrt(share * H * W)),
 at least 1, at most min(H, W)) at a random position, filled with the image's per-channel
 mean."""
+CROP_SHIFT = (0.0625, 0.125, 0.1875, 0.25, 0.375)
+"""random-crop: the largest translation per axis, as a share of that side (at least one
+pixel): pad-and-crop augmentation, CIFAR's 4 pixels of 32 at severity 2."""
 
 
 @dataclass
@@ -183,6 +187,44 @@ class Occlusion(_PixelShift):
         inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
         mean = images.mean(dim=(1, 2), keepdim=True).expand_as(images)
         return torch.where(inside[..., None], mean, images)
+
+
+class RandomCrop(_PixelShift):
+    """Translates each image by a random offset of up to CROP_SHIFT[severity - 1] of each
+    side (pad with the edge pixels, then crop back to the image's size)."""
+
+    name = "random-crop"
+    table = CROP_SHIFT
+
+    def reach(self, side: int) -> int:
+        """The largest translation along a side of `side` pixels."""
+        return min(max(round(self.parameter * side), 1), side - 1) if side > 1 else 0
+
+    def corrupt(self, images: Tensor, group: _Group, generator: torch.Generator) -> Tensor:
+        n, height, width, _ = images.shape
+        rows = _translated(height, self.reach(height), n, generator)
+        cols = _translated(width, self.reach(width), n, generator)
+        picked = images.gather(1, rows[:, :, None, None].expand(-1, -1, width, images.shape[3]))
+        return picked.gather(2, cols[:, None, :, None].expand(-1, height, -1, images.shape[3]))
+
+
+class Flip(_PixelShift):
+    """Mirrors each image left to right with probability `probability`."""
+
+    name = "flip"
+
+    def __init__(self, options: FlipOptions) -> None:
+        self.options = options
+
+    def corrupt(self, images: Tensor, group: _Group, generator: torch.Generator) -> Tensor:
+        flipped = torch.rand(len(images), generator=generator) < self.options.probability
+        return torch.where(flipped[:, None, None, None], images.flip(2), images)
+
+
+def _translated(side: int, reach: int, count: int, generator: torch.Generator) -> Tensor:
+    """`(count, side)` source indices of a translation by -reach..reach, edges repeated."""
+    offsets = torch.randint(-reach, reach + 1, (count, 1), generator=generator)
+    return (torch.arange(side).unsqueeze(0) - offsets).clamp(0, side - 1)
 
 
 def _mask(batch: Batch) -> Tensor:

@@ -12,6 +12,10 @@ from attd_vision.encoders import ENCODER_CLASSES, build_encoder
 from attd_vision.images import image_size, is_grayscale, to_array
 from attd_vision.options import ImageClassificationOptions
 
+PIXEL_AUGMENTATIONS = ("random-crop:2", "gaussian-noise:1")
+"""The image task's augmentations for `memo` with the `pixels` encoder (see
+`ImageClassificationTask.augmentations`)."""
+
 
 class ImageClassificationTask(ClassificationTask):
     """Images from `digits`, a local folder or the Hub, as pixel or patch sequences.
@@ -90,6 +94,14 @@ class ImageClassificationTask(ClassificationTask):
                 manager=self._manager,
             )
         return self._encoder
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """What the `memo` objective's views apply: a translation of a few pixels and
+        mild noise, for the `pixels` encoder (pixel shifts need one token per pixel);
+        none for other encoders. `flip` is left out: digits, the default data, are not
+        mirror-symmetric; name it in `memo`'s `augmentations` for natural images."""
+        return PIXEL_AUGMENTATIONS if self.options.encoder == "pixels" else ()
 
     @property
     def input_spec(self) -> InputSpec:  # type: ignore[override]

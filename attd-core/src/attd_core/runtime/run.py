@@ -258,6 +258,9 @@ def build_components(
         ).to(device)
     adapters = {choice.spec.name: choice.create() for choice in resolved.adapters}
     bound = BoundModel(model, adapters, seed=config.runtime.seed)
+    check_objective = getattr(objective, "check", None)
+    if check_objective is not None:  # what the objective needs of the task (memo: views)
+        check_objective(task)
     strategies = {choice.canonical: choice.create() for choice in resolved.tta}
     training = None
     if resolved.training_strategy is not None:

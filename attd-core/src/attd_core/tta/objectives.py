@@ -10,22 +10,32 @@ tokens, so a sample gets the same loss whatever batch, position or padding it co
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attd_core.interfaces import AdaptableModel, AdapterState, Batch, ModelOutput, Task
+from attd_core.errors import AttdError, ConfigError
+from attd_core.interfaces import AdaptableModel, AdapterState, Batch, ModelOutput, Shift, Task
 from attd_core.options import (
     ConsistencyOptions,
     EntropyKLOptions,
     EntropyOptions,
     MaskedReconstructionOptions,
+    MemoOptions,
     NextStepOptions,
     NextTokenOptions,
 )
+from attd_core.spec_strings import parse_component
 from attd_core.tta.objective_heads import head_of, input_errors, input_head
+from attd_core.tta.views import sample_views
+
+if TYPE_CHECKING:
+    from attd_core.plugins import PluginManager
 
 
 def _real_mask(batch: Batch) -> Tensor:
@@ -365,3 +375,92 @@ class Consistency:
             _class_logits(model(view, state).logits, self.name) for view in self.views(batch)
         )
         return _symmetric_kl(first, second)
+
+
+class Memo:
+    """Entropy of the prediction averaged over augmented views of each sample (MEMO).
+
+    Entropy of one prediction only sharpens what the model already says; the entropy of
+    the marginal over `views` augmented copies (Zhang, Levine and Finn, 2022) also asks
+    the views to agree, so adaptation moves towards predictions that survive the
+    augmentations. Each view applies the `augmentations` (shift specs, made by the
+    manager that creates the objective) in order; without that option the task's own
+    `Task.augmentations` are used, read from `model.task` (a `BoundModel`'s). A sample's
+    views depend on the seed, the view index and its real inputs alone (see
+    `attd_core.tta.views`), and all B * views of them run in one forward, each with its
+    sample's adapter state rows, so gradients reach each sample's own state.
+    """
+
+    name = "memo"
+
+    def __init__(self, options: MemoOptions | None = None, *, manager: PluginManager) -> None:
+        self.options = options or MemoOptions()
+        self.manager = manager
+        given = self.options.augmentations
+        self._given = None if given is None else self._create(given, "eval.objective")
+        self._task_shifts: tuple[Any, list[Shift]] | None = None
+
+    def check(self, task: Any) -> None:
+        """Raise `ConfigError` unless there are augmentations for `task` (the runtime
+        calls it before anything trains)."""
+        self.augmentations(task)
+
+    def augmentations(self, task: Any) -> list[Shift]:
+        """The shifts each view applies: the `augmentations` option, else `task`'s own."""
+        if self._given is not None:
+            return self._given
+        if self._task_shifts is not None and self._task_shifts[0] is task:
+            return self._task_shifts[1]
+        specs = getattr(task, "augmentations", None)
+        if not specs:
+            raise ConfigError(
+                f"objective {self.name!r} needs augmentations to make its views, and task "
+                f"{type(task).__name__} provides none (Task.augmentations); set them with "
+                "the objective's `augmentations` option, e.g. "
+                "eval.objective.augmentations=[token-substitution:1]"
+            )
+        shifts = self._create(specs, f"task {type(task).__name__}")
+        self._task_shifts = (task, shifts)
+        return shifts
+
+    def _create(self, specs: Sequence[str], source: str) -> list[Shift]:
+        shifts = []
+        for text in specs:
+            try:
+                shift = parse_component(text, "shift", self.manager).create()
+            except AttdError as exc:
+                raise ConfigError(
+                    f"objective {self.name!r}: augmentation {text!r} (from {source}): {exc}"
+                ) from None
+            if hasattr(shift, "load_split"):
+                raise ConfigError(
+                    f"objective {self.name!r}: augmentation {text!r} (from {source}) draws "
+                    "other examples instead of changing a batch, so it cannot make views"
+                )
+            shifts.append(shift)
+        return shifts
+
+    def __call__(
+        self,
+        model: AdaptableModel,
+        batch: Batch,
+        state: AdapterState | None,
+        reference: ModelOutput,
+    ) -> Tensor:
+        shifts = self.augmentations(getattr(model, "task", None))
+        views = self.options.views
+        try:
+            augmented = sample_views(
+                batch, shifts, views, self.options.seed, model.input_spec.fill_id
+            )
+        except ConfigError as exc:
+            raise ConfigError(
+                f"objective {self.name!r}: an augmentation does not fit this task's inputs "
+                f"({exc}); choose others with the objective's `augmentations` option"
+            ) from None
+        if state is not None and model.per_sample:  # shared states serve every view as is
+            state = {key: value.repeat_interleave(views, dim=0) for key, value in state.items()}
+        logits = _class_logits(model(augmented, state).logits, self.name)
+        log_p = logits.log_softmax(dim=-1).reshape(len(batch), views, -1)
+        log_mean = log_p.logsumexp(dim=1) - math.log(views)
+        return -(log_mean.exp() * log_mean).sum(dim=-1)

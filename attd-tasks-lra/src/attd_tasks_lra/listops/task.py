@@ -20,7 +20,11 @@ _CHUNK = 1000
 
 
 class ListOpsTask(ClassificationTask):
-    """Generated (or LRA's on-disk, or the Hub's) ListOps, tokenised the LRA way with EOS."""
+    """Generated (or LRA's on-disk, or the Hub's) ListOps, tokenised the LRA way with EOS.
+
+    It offers no `augmentations` for `memo`: editing any token of an expression changes
+    its value or breaks its syntax, so views would not keep the label.
+    """
 
     num_classes = 10
 

@@ -46,10 +46,11 @@ class LraRetrievalTask(ClassificationTask):
     (which blanks and reconstructs document 1's tokens) run on pairs; `next-token` needs
     per-token logits and fails with a ValueError saying so. Token shifts that move tokens
     (deletion, insertion) refuse batches with aux tensors; substitution corrupts
-    document 1 only.
+    document 1 only, which is also what `memo`'s views apply (`augmentations`).
     """
 
     num_classes = 2
+    augmentations: tuple[str, ...] = ("token-substitution:1",)
 
     def __init__(
         self, options: LraRetrievalOptions | None = None, *, manager: PluginManager | None = None

@@ -35,9 +35,15 @@ _CHUNK = 256
 
 
 class PathfinderTask(ClassificationTask):
-    """Generated (or official) Pathfinder images as pixel sequences, labels 0/1."""
+    """Generated (or official) Pathfinder images as pixel sequences, labels 0/1.
+
+    `augmentations` (what the `memo` objective's views apply) keep whether the two dots
+    are connected: mirroring and mild noise; a translation could push a path off the
+    image.
+    """
 
     num_classes = 2
+    augmentations: tuple[str, ...] = ("flip", "gaussian-noise:1")
 
     def __init__(self, options: PathfinderOptions) -> None:
         self.options = options
