@@ -163,3 +163,17 @@ def test_the_inner_loop_runs_the_unadapted_forward_only_when_it_needs_it(
     for key, value in given.state.items():  # the same arithmetic as with a given reference
         assert torch.equal(result.state[key], value), key
     assert torch.equal(result.difficulty, given.difficulty)
+
+
+def test_a_planned_loop_takes_its_reference_from_the_difficulty_forward(batch):
+    """Adaptive strategies measure the difficulty at the fresh state first: that forward
+    is the reference, so the loop runs none of its own (there were four forwards)."""
+    bound = make_bound()
+    bound.model.eval()
+    options = InnerLoopOptions(lr=LR, grad_clip=None)
+    calls = count_forwards(bound)
+    result = adapt_batch(
+        bound, batch, OBJECTIVE, options, lambda d: torch.full(d.shape, 2, dtype=torch.long)
+    )
+    assert calls == [True, True, True]  # the difficulty, then two steps
+    assert result.steps.tolist() == [2] * len(batch)

@@ -411,8 +411,9 @@ class _Unadapted:
     and the loop does not run the forward twice (a meta-training step saves one of its
     three). The forward runs on its own, without gradients, only when the reference is
     read before the objective has run it (an entropy filter, masked reconstruction's
-    targets); an objective that never reads it (consistency) never pays for it. It reads
-    as a `ModelOutput` (`reference.logits`); `output` is the `ModelOutput` itself.
+    targets); an objective that never reads it (consistency) never pays for it. With
+    dropout active (training) the reference is that forward's draw, not a second one.
+    It reads as a `ModelOutput` (`reference.logits`); `output` is the `ModelOutput` itself.
     """
 
     def __init__(self, model: AdaptableModel, batch: Batch) -> None:
