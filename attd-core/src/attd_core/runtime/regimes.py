@@ -188,10 +188,19 @@ def meta_loss(
     objective: InnerObjective,
     second_order: bool,
 ) -> Callable[[Batch], Tensor]:
-    """The task loss after `strategy` adapts each batch, differentiable for the base model."""
+    """The task loss after `strategy` adapts each batch, differentiable for the base model.
+
+    Second order differentiates through the inner loop's updates. First order takes the
+    adapted state as a constant (first-order MAML: the gradient of the task loss at
+    `psi_k`), so the inner loop runs as at test time, its state detached, and the
+    backward does not go through the inner steps at all.
+    """
 
     def loss(batch: Batch) -> Tensor:
-        with strategy.differentiable(create_graph=second_order):
+        if second_order:
+            with strategy.differentiable(create_graph=True):
+                adaptation = strategy.adapt(bound, batch, objective)
+        else:
             adaptation = strategy.adapt(bound, batch, objective)
         return bound.task.compute_loss(bound(batch, adaptation.state), batch)
 

@@ -57,7 +57,8 @@ def adapt_batch(
     step s (for oracles and training regimes). With `differentiable`, updates stay in the
     autograd graph (training regimes); `create_graph` makes them second order.
     `reference` is `model(batch)` without gradients, for a caller that has already run
-    it: otherwise the loop runs that forward itself.
+    it: otherwise the loop takes it from the objective's own forward at the fresh state
+    where it can (see `_Unadapted`), and runs it only where it cannot.
     """
     loop = _Loop(
         model, batch, objective, options, initial_state, gamma, differentiable, create_graph
@@ -90,6 +91,7 @@ class _Loop:
         if not differentiable:
             fresh = {key: value.detach() for key, value in fresh.items()}
         self.fresh: AdapterState = fresh  # what the difficulty is measured at
+        self.own_fresh = initial_state is None  # the model's own fresh state changes nothing
         self.selected = select_keys(options.adapt, model.adapter_owners(fresh))  # adapted keys
         # Per row: where it started (the trust region's centre), its state before its
         # last step (for rollback and revert), its last inner loss, guard flags and
@@ -123,12 +125,14 @@ class _Loop:
         model, batch, size = self.model, self.batch, len(self.batch)
         device = batch.inputs.device
         if reference is None:
-            with torch.no_grad():
-                reference = model(batch)
+            reference = _Unadapted(model, batch)
+            if not self.own_fresh:  # a carried state is not the unadapted model
+                reference = reference.output
         difficulty = None
         if callable(steps):
             with torch.no_grad():
-                difficulty = self.objective(model, batch, self.fresh, reference).detach()
+                recorder = _recording(model, batch, self.fresh, reference)
+                difficulty = self.objective(recorder, batch, self.fresh, reference).detach()
             steps = steps(difficulty)
         planned = steps.to(device=device, dtype=torch.long).clone()
         weights = self._entropy_filter(reference, planned)
@@ -169,12 +173,14 @@ class _Loop:
     # -- one step ------------------------------------------------------------------------
 
     def _working(
-        self, rows: AdapterState, index: Tensor, reference: ModelOutput, weights: Tensor
-    ) -> tuple[Batch, ModelOutput, AdapterState, Tensor]:
+        self, rows: AdapterState, index: Tensor, reference: Reference, weights: Tensor
+    ) -> tuple[Batch, Reference, AdapterState, Tensor]:
         """The active rows' batch, reference, state and sample weights."""
         if not self.per_sample or index.numel() == len(self.batch):
             return self.batch, reference, rows, weights
         sub_rows = {key: value.index_select(0, index) for key, value in rows.items()}
+        if isinstance(reference, _Unadapted):
+            reference = reference.output
         return (
             self.batch.select(index),
             _select_output(reference, index),
@@ -183,9 +189,18 @@ class _Loop:
         )
 
     def _row_losses(
-        self, batch: Batch, reference: ModelOutput, rows: AdapterState, weights: Tensor
+        self,
+        batch: Batch,
+        reference: Reference,
+        rows: AdapterState,
+        weights: Tensor,
+        fresh: bool = False,
     ) -> Tensor:
-        losses = self.objective(self.model, batch, self.model_form(rows), reference)
+        """The rows' inner losses; `fresh` rows are at the fresh state, where the
+        objective's forward on the whole batch may serve as the reference."""
+        state = self.model_form(rows)
+        model = _recording(self.model, batch, state, reference) if fresh else self.model
+        losses = self.objective(model, batch, state, reference)
         if self.per_sample:
             return losses
         return ((losses * weights).sum() / weights.sum().clamp_min(1)).unsqueeze(0)
@@ -195,7 +210,7 @@ class _Loop:
         rows: AdapterState,
         index: Tensor,
         step: int,
-        reference: ModelOutput,
+        reference: Reference,
         weights: Tensor,
     ) -> tuple[AdapterState, Tensor, Tensor]:
         """One inner step for the rows at `index`; returns the new rows, the rows' losses
@@ -211,7 +226,8 @@ class _Loop:
             for key, value in sub_rows.items()
         }
         with torch.enable_grad():
-            losses = self._row_losses(batch, sub_reference, sub_rows, sub_weights)
+            fresh = step == 0 and batch is self.batch
+            losses = self._row_losses(batch, sub_reference, sub_rows, sub_weights, fresh)
             params = [sub_rows[key] for key in self.selected]
             grads = torch.autograd.grad(
                 losses.sum(), params, create_graph=self.create_graph, materialize_grads=True
@@ -323,7 +339,7 @@ class _Loop:
 
     # -- guards around the loop ----------------------------------------------------------
 
-    def _entropy_filter(self, reference: ModelOutput, planned: Tensor) -> Tensor:
+    def _entropy_filter(self, reference: Reference, planned: Tensor) -> Tensor:
         """Zero the steps (or the loss weight, for a shared state) of uncertain samples."""
         weights = torch.ones(planned.shape[0], device=planned.device)
         c = self.options.entropy_filter
@@ -344,7 +360,7 @@ class _Loop:
         return (~uncertain).to(weights.dtype)
 
     def _final_rollback(
-        self, rows: AdapterState, taken: Tensor, reference: ModelOutput, weights: Tensor
+        self, rows: AdapterState, taken: Tensor, reference: Reference, weights: Tensor
     ) -> AdapterState:
         """Check each row's last step too: undo it where it raised the inner loss."""
         candidates = (taken > 0) & ~self.flags["nonfinite"] & ~self.flags["rolled_back"]
@@ -383,4 +399,75 @@ def _select_output(output: ModelOutput, index: Tensor) -> ModelOutput:
         features=pick(output.features),
         embedded=pick(output.embedded),
         pooled=pick(output.pooled),
+    )
+
+
+class _Unadapted:
+    """`model(batch)`, the reference of a loop given none: run once at most, and only if read.
+
+    The model's own fresh adapter state changes nothing (every adapter's contract,
+    tests/attd_core/test_adapters.py), so an objective's forward of the whole batch at
+    that state is this forward: `_recording` keeps its detached output as the reference,
+    and the loop does not run the forward twice (a meta-training step saves one of its
+    three). The forward runs on its own, without gradients, only when the reference is
+    read before the objective has run it (an entropy filter, masked reconstruction's
+    targets); an objective that never reads it (consistency) never pays for it. With
+    dropout active (training) the reference is that forward's draw, not a second one.
+    It reads as a `ModelOutput` (`reference.logits`); `output` is the `ModelOutput` itself.
+    """
+
+    def __init__(self, model: AdaptableModel, batch: Batch) -> None:
+        self.model, self.batch = model, batch
+        self.known: ModelOutput | None = None
+
+    @property
+    def output(self) -> ModelOutput:
+        if self.known is None:
+            with torch.no_grad():
+                self.known = self.model(self.batch)
+        return self.known
+
+    def __getattr__(self, name: str) -> Tensor | None:
+        return getattr(self.output, name)
+
+
+Reference = ModelOutput | _Unadapted
+
+
+class _Recorder:
+    """The model for one objective call at the fresh state: its forward of the loop's
+    batch at that state becomes the reference, if none is known yet."""
+
+    def __init__(self, model: AdaptableModel, state: AdapterState, reference: _Unadapted) -> None:
+        self.model, self.state, self.reference = model, state, reference
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.model, name)
+
+    def __call__(self, batch: Batch, adapter_state: AdapterState | None = None) -> ModelOutput:
+        output = self.model(batch, adapter_state)
+        seen = batch is self.reference.batch and adapter_state is self.state
+        if seen and self.reference.known is None:
+            self.reference.known = _detached(output)
+        return output
+
+
+def _recording(
+    model: AdaptableModel, batch: Batch, state: AdapterState, reference: Reference
+) -> AdaptableModel:
+    """`model`, recording the reference while `reference` is still unknown (see `_Unadapted`)."""
+    unknown = isinstance(reference, _Unadapted) and reference.known is None
+    if unknown and batch is reference.batch:
+        return _Recorder(model, state, reference)  # type: ignore[return-value]
+    return model
+
+
+def _detached(output: ModelOutput) -> ModelOutput:
+    return dataclasses.replace(
+        output,
+        **{
+            field.name: value.detach()
+            for field in dataclasses.fields(output)
+            if isinstance(value := getattr(output, field.name), Tensor)
+        },
     )
