@@ -204,6 +204,15 @@ class Task(Protocol):
     compares each strategy with `none` pair by pair (accuracy difference with a
     bootstrap interval, McNemar test, flips); tasks without it get no such comparison.
     `ClassificationTask` defines it.
+
+    An inner objective never sees what is then scored. A task whose targets are in its
+    inputs (language modelling: the next token) defines `evaluation_views(batch) ->
+    (context, scored)`: the evaluator adapts on `context` (which must hold no scored
+    target), then predicts `scored` with the adapted state and computes metrics and
+    `example_correct` on it, for every strategy alike, so all are scored on the same
+    targets. Without the hook both views are the batch itself: the inputs, which the
+    task's labels are not part of. Either way a strategy that does not declare
+    `uses_labels` gets its view with `labels=None`.
     """
 
     input_spec: InputSpec
@@ -368,7 +377,10 @@ class TTAStrategy(Protocol):
     fitted first (calibrated controllers) define `calibrate(model, batches, objective)`
     and a `needs_calibration` property, and the evaluator calibrates them on batches of
     the calibration split while it is true. `uses_labels` marks strategies that read
-    labels (the oracle): reports say so.
+    labels (the oracle): reports say so, and only they get a batch with labels (the
+    evaluator hands every other strategy `labels=None`). Calibration batches (context
+    views of `eval.calibration_split`, a held-out split) keep their labels, which a
+    controller fitted on best step counts reads.
     """
 
     def adapt(
