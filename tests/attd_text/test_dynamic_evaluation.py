@@ -140,3 +140,11 @@ def test_a_context_fraction_outside_0_to_1_is_an_error_naming_it(manager, corpus
     overrides = [f"task.path={corpus}", f"task.context_fraction={value}"]
     with pytest.raises(ConfigError, match=r"task\.context_fraction"):
         attd_core.resolve_run_config(manager, task="language-modeling", overrides=overrides)
+
+
+def test_without_context_adapting_changes_no_score(manager, make, bound):
+    bound.model.task = make(context_fraction=0)
+    examples = list(bound.task.load_split("test"))[:4]
+    none = run(manager, bound, "none", examples, attd_core.NextToken())
+    fixed = run(manager, bound, MEMORISER, examples, attd_core.NextToken())
+    assert fixed.mean_k == 20 and fixed.metrics == pytest.approx(none.metrics)

@@ -210,8 +210,8 @@ class Task(Protocol):
     (context, scored)`: the evaluator adapts on `context` (which must hold no scored
     target), then predicts `scored` with the adapted state and computes metrics and
     `example_correct` on it, for every strategy alike, so all are scored on the same
-    targets. Without the hook both views are the batch itself: the inputs, which the
-    task's labels are not part of. Either way a strategy that does not declare
+    targets. Without the hook both views are the batch itself, which is right when the
+    targets (labels) are not in the inputs. Either way a strategy that does not declare
     `uses_labels` gets its view with `labels=None`.
     """
 
