@@ -11,6 +11,7 @@ import json
 import os
 import random
 import stat
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,76 @@ def test_an_example_correct_of_the_wrong_shape_is_one_error_naming_it(manager):
             batch_size=8,
             device=torch.device("cpu"),
         )
+
+
+class Seeing:
+    """A strategy that adapts nothing and keeps every batch it is handed."""
+
+    def __init__(self, uses_labels: bool) -> None:
+        self.uses_labels = uses_labels
+        self.seen: list[attd_core.Batch] = []
+
+    def adapt(self, model, batch, objective):
+        self.seen.append(batch)
+        return attd_core.Adaptation(state=None, steps=torch.zeros(len(batch), dtype=torch.long))
+
+
+def evaluate_seeing(manager, task, strategy):
+    model = tiny_model()
+    model.task = task
+    return evaluate(
+        BoundModel(model, {"shift": ShiftAdapter(NoOptions())}, seed=0),
+        strategy,
+        manager.create("objective", "entropy-kl"),
+        task.load_split("test"),
+        tta="seeing",
+        split="test",
+        batch_size=8,
+        device=torch.device("cpu"),
+    )
+
+
+def test_only_a_strategy_that_declares_uses_labels_is_handed_labels(manager):
+    task = FirstTokenTask(FirstTokenOptions(size=16))
+    label_free, oracle = Seeing(uses_labels=False), Seeing(uses_labels=True)
+    evaluate_seeing(manager, task, label_free)
+    result = evaluate_seeing(manager, task, oracle)
+    assert label_free.seen and all(batch.labels is None for batch in label_free.seen)
+    assert all(batch.labels is not None for batch in oracle.seen) and result.uses_labels
+
+
+def test_a_strategy_adapts_on_the_tasks_context_view_and_is_scored_on_the_other(manager):
+    class HalfSeen(FirstTokenTask):
+        """Adapt on the first half of each input; score (and judge) the whole batch."""
+
+        def __init__(self, options: FirstTokenOptions) -> None:
+            super().__init__(options)
+            self.scored: list[attd_core.Batch] = []
+
+        def evaluation_views(self, batch):
+            half = batch.inputs.shape[1] // 2
+            context = replace(batch, inputs=batch.inputs[:, :half], mask=batch.mask[:, :half])
+            return context, batch
+
+        def example_correct(self, output, batch):
+            self.scored.append(batch)
+            return super().example_correct(output, batch)
+
+    task = HalfSeen(FirstTokenOptions(size=16))
+    strategy = Seeing(uses_labels=False)
+    result = evaluate_seeing(manager, task, strategy)
+    assert [batch.inputs.shape[1] for batch in strategy.seen] == [4, 4]
+    assert task.scored and {batch.inputs.shape[1] for batch in task.scored} == {8}
+    assert all(batch.labels is not None for batch in task.scored) and result.n == 16
+
+
+def test_views_that_drop_samples_are_one_error_naming_the_task(manager):
+    class Dropping(FirstTokenTask):
+        def evaluation_views(self, batch):
+            return batch.select(torch.tensor([0])), batch
+
+    with pytest.raises(PluginError, match=r"Dropping.evaluation_views returned views of 1 and 8"):
+        evaluate_seeing(manager, Dropping(FirstTokenOptions(size=8)), Seeing(uses_labels=False))
 
 
 def test_a_run_compares_each_strategy_with_none_on_the_same_examples(manager, tmp_path):

@@ -218,6 +218,15 @@ class Task(Protocol):
     (`("token-substitution:1",)`): label-preserving changes of its inputs that the
     modality provides, which the `memo` objective applies to make augmented views when
     its own `augmentations` option is unset.
+
+    An inner objective never sees what is then scored. A task whose targets are in its
+    inputs (language modelling: the next token) defines `evaluation_views(batch) ->
+    (context, scored)`: the evaluator adapts on `context` (which must hold no scored
+    target), then predicts `scored` with the adapted state and computes metrics and
+    `example_correct` on it, for every strategy alike, so all are scored on the same
+    targets. Without the hook both views are the batch itself, which is right when the
+    targets (labels) are not in the inputs. Either way a strategy that does not declare
+    `uses_labels` gets its view with `labels=None`.
     """
 
     input_spec: InputSpec
@@ -394,7 +403,10 @@ class TTAStrategy(Protocol):
     fitted first (calibrated controllers) define `calibrate(model, batches, objective)`
     and a `needs_calibration` property, and the evaluator calibrates them on batches of
     the calibration split while it is true. `uses_labels` marks strategies that read
-    labels (the oracle): reports say so.
+    labels (the oracle): reports say so, and only they get a batch with labels (the
+    evaluator hands every other strategy `labels=None`). Calibration batches (context
+    views of `eval.calibration_split`, a held-out split) keep their labels, which a
+    controller fitted on best step counts reads.
     """
 
     def adapt(

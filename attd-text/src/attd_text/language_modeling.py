@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,12 @@ class LanguageModelingTask:
     Metrics are per-token means within a batch, which the evaluator averages weighted by
     batch size; blocks share one length, so `loss` is the split's per-byte loss and
     `exp(loss)` its perplexity (`perplexity` itself averages per-batch perplexities).
+
+    Evaluation is dynamic evaluation (`evaluation_views`): a strategy adapts on the first
+    `context_fraction` of each block and only the bytes after it are scored, for every
+    strategy (`none` included), so a perplexity gain never comes from training on the
+    scored bytes. Mamba is causal, so a scored prediction reads the prefix in any case;
+    adaptation changes only how the model reads it. Training uses whole blocks.
     """
 
     splits = SPLITS
@@ -157,6 +164,30 @@ class LanguageModelingTask:
         batch = self.collator(sequences)
         batch.labels = batch.inputs.masked_fill(~batch.mask, IGNORE)
         return batch
+
+    def evaluation_views(self, batch: Batch) -> tuple[Batch, Batch]:
+        """`(context, scored)`: each block's first `context_fraction` of bytes, and the
+        block with only the bytes after them as targets.
+
+        A block of n bytes gets `floor(context_fraction * n)` context bytes; the context
+        is cut to the longest of them, and any later byte in it becomes padding, so it
+        holds no byte that is scored. The scored view keeps the whole input (the
+        predictions read the prefix) and marks the context bytes `IGNORE` in its labels.
+        """
+        mask = batch.mask
+        if mask is None:
+            mask = torch.ones(batch.inputs.shape, dtype=torch.bool, device=batch.inputs.device)
+        labels = batch.inputs.masked_fill(~mask, IGNORE) if batch.labels is None else batch.labels
+        cut = torch.floor(mask.sum(dim=1).double() * self.options.context_fraction).long()
+        seen = (torch.arange(mask.shape[1], device=mask.device) < cut.unsqueeze(1)) & mask
+        width = max(int(cut.max()) if len(batch) else 0, 1)
+        context = Batch(
+            inputs=batch.inputs.masked_fill(~seen, PAD_ID)[:, :width],
+            mask=seen[:, :width],
+            labels=labels.masked_fill(~seen, IGNORE)[:, :width],
+            aux={**batch.aux, "lengths": cut},
+        )
+        return context, replace(batch, labels=labels.masked_fill(seen, IGNORE))
 
     # -- model -------------------------------------------------------------------------
 

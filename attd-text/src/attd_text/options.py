@@ -198,6 +198,13 @@ class LanguageModelingOptions(_DataOptions):
         "text", min_length=1, description="Column joined into one text (dataset, data_files)."
     )
     block_size: int = Field(256, ge=2, le=MAX_TOKENS, description="Bytes per example.")
+    context_fraction: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Dynamic evaluation: TTA adapts on this leading fraction of each block "
+        "and only the bytes after it are scored (0: no context, every byte scored).",
+    )
     test_fraction: float = Field(
         0.05, ge=0, lt=1, description="Tail of the text kept for test when no test split."
     )

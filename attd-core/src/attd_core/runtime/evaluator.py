@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from rich.console import Console
 from torch import nn
 
 from attd_core.errors import ConfigError, PluginError
-from attd_core.interfaces import InnerObjective, Shift, TTAStrategy
+from attd_core.interfaces import Batch, InnerObjective, Shift, TTAStrategy
 from attd_core.model import BoundModel
 from attd_core.runtime.batching import task_loader
 from attd_core.runtime.paired import encode_outcomes
@@ -103,6 +103,10 @@ def evaluate(
     carries state across batches is reset. `shift` corrupts each batch (reproducibly,
     from `seed`) before the strategy sees it.
 
+    The strategy adapts on each batch's context view and the adapted model is scored on
+    its scored view (`evaluation_views`), so no inner objective sees a scored target and
+    every strategy, `none` included, is scored on the same targets.
+
     Base weights are frozen for the pass, so no strategy can change them (and none pays
     for their gradients); the generator is reset so that every pass starts alike.
     """
@@ -114,6 +118,7 @@ def evaluate(
     if hasattr(strategy, "reset"):
         strategy.reset()
     shift_generator = torch.Generator().manual_seed(seed)
+    uses_labels = bool(getattr(strategy, "uses_labels", False))
     sums: dict[str, float] = {}
     stats: dict[str, float] = {}
     steps: list[int] = []
@@ -124,7 +129,8 @@ def evaluate(
     with frozen(bound.model), progress_bar(console) as progress:
         if getattr(strategy, "needs_calibration", False):
             batches = (
-                batch.to(device) for batch in task_loader(bound.task, calibration, batch_size)
+                evaluation_views(bound.task, batch.to(device), labels=True)[0]
+                for batch in task_loader(bound.task, calibration, batch_size)
             )
             strategy.calibrate(bound, batches, objective)
         bar = progress.add_task(f"eval {tta}", total=len(loader), status="")
@@ -132,7 +138,8 @@ def evaluate(
             batch = batch.to(device)
             if shift is not None:
                 batch = shift.apply(batch, shift_generator)
-            adaptation = strategy.adapt(bound, batch, objective)
+            context, batch = evaluation_views(bound.task, batch, labels=uses_labels)
+            adaptation = strategy.adapt(bound, context, objective)
             if adaptation.state is not None and parameters is None:
                 parameters = bound.num_adapter_parameters(adaptation.state)
             with torch.no_grad():
@@ -150,9 +157,26 @@ def evaluate(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     metrics = {key: value / len(steps) for key, value in sums.items()}
-    uses_labels = bool(getattr(strategy, "uses_labels", False))
     outcomes = tuple(correct) if judge is not None else None
     return EvalResult(tta, split, metrics, steps, seconds, stats, uses_labels, parameters, outcomes)
+
+
+def evaluation_views(task: Any, batch: Batch, *, labels: bool) -> tuple[Batch, Batch]:
+    """`(context, scored)`: what a strategy may adapt on, and what is then scored.
+
+    From the task's `evaluation_views` hook when it has one (language modelling adapts
+    on a prefix of each block and scores the rest), else the batch for both. The context
+    keeps its labels only when `labels` is true (a strategy that declares `uses_labels`,
+    or calibration on a held-out split), so a label-free strategy reads `labels=None`.
+    """
+    hook = getattr(task, "evaluation_views", None)
+    context, scored = hook(batch) if hook is not None else (batch, batch)
+    if (len(context), len(scored)) != (len(batch), len(batch)):
+        raise PluginError(
+            f"{type(task).__name__}.evaluation_views returned views of {len(context)} and "
+            f"{len(scored)} samples for a batch of {len(batch)}: both keep every sample"
+        )
+    return (context if labels else replace(context, labels=None)), scored
 
 
 @contextmanager

@@ -486,6 +486,23 @@ class TaskConformance:
                 f"writes them as JSON); got {_describe(value)}"
             )
 
+    def test_evaluation_views_keep_every_sample(
+        self, attd_task: Task, attd_model: AttdModel, attd_batch: Batch
+    ) -> None:
+        views = getattr(attd_task, "evaluation_views", None)
+        if views is None:
+            pytest.skip("the task defines no evaluation_views: strategies adapt on the batch")
+        context, scored = views(attd_batch)
+        assert len(context) == len(scored) == len(attd_batch), (
+            f"evaluation_views must keep every sample of a batch of {len(attd_batch)}; got "
+            f"views of {len(context)} and {len(scored)} (the adapted state is per sample)"
+        )
+        self._forward(attd_model, context)  # what strategies adapt on runs through the model
+        metrics = attd_task.compute_metrics(self._forward(attd_model, scored), scored)
+        assert all(math.isfinite(value) for value in metrics.values()), (
+            f"compute_metrics on the scored view must be finite; got {metrics!r}"
+        )
+
     def test_padding_does_not_change_a_sample(
         self,
         attd_task: Task,
