@@ -39,7 +39,9 @@ def make_bound(scan_backend: str = "auto") -> BoundModel:
         model.head.weight *= 10
         for layer in backbone.layers:
             layer.mixer.out_proj.weight *= 5
-    adapter = DeltaSSMAdapter(DeltaSSMOptions(rank=2, init_scale=1.0, max_delta_norm=5.0))
+    # linear space: a large step crosses A's sign bound, so the projection acts
+    options = DeltaSSMOptions(rank=2, init_scale=1.0, max_delta_norm=5.0, space="linear")
+    adapter = DeltaSSMAdapter(options)
     return BoundModel(model, {"delta-ssm": adapter})
 
 
