@@ -96,9 +96,14 @@ def test_matches_reference_in_values_and_all_gradients(
         mask = torch.rand(batch, length, generator=gen) > 0.3
     got = values_and_grads(inputs, "numba", mask)
     want = values_and_grads(inputs, "reference", mask)
+    exact = {name: t.detach().double().requires_grad_() for name, t in inputs.items()}
+    truth = values_and_grads(exact, "reference", mask)
     for name, expected in want.items():
         assert got[name].dtype == expected.dtype, name
-        assert rel_err(got[name], expected) < TOLERANCE[dtype], name
+        # a float32 sum with cancellation (dt_bias of one channel over 42 steps) is off by
+        # more than 1e-5 in any order: numba must match float64 as well as the reference
+        reference_error = rel_err(expected, truth[name])
+        assert rel_err(got[name], truth[name]) < max(TOLERANCE[dtype], 4 * reference_error), name
 
 
 def test_long_sequence_matches_recompute():
