@@ -108,6 +108,8 @@ def test_an_aligned_run_trains_and_saves_the_objective_head(manager, tmp_path):
     _, parts, _ = load_run(out, manager, tta=["fixed:1"])
     assert torch.equal(parts.model.objective_head.weight, saved["objective_head.weight"])
     assert parts.objective.head is parts.model.objective_head  # the objective adapts with it
+    _, other, _ = load_run(out, manager, tta=["fixed:1"], overrides=["eval.objective=entropy"])
+    assert other.model.objective_head is None  # another objective: the head stays unused
     base = attd_core.run_experiment(resolve(manager, output_dir=tmp_path / "base"), manager)
     assert summary.train.loss != base.train.loss  # same seed, another objective
 

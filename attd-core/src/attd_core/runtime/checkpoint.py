@@ -117,15 +117,19 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return _read_metadata(checkpoint_dir(path) / METADATA_FILE).record()
 
 
-def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, model: nn.Module, *, unused: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Load weights into `model` and return the metadata.
 
     `path` is a checkpoint folder or a run folder holding one. Missing or truncated
     files and keys or shapes that do not match the model raise `CheckpointError`.
+    Tensors whose key starts with one of `unused` are left out (an objective head the
+    evaluation's objective does not use).
     """
     directory = checkpoint_dir(path)
     metadata = _read_metadata(directory / METADATA_FILE)
-    _load_weights(directory / WEIGHTS_FILE, model, metadata.weights_bytes)
+    _load_weights(directory / WEIGHTS_FILE, model, metadata.weights_bytes, unused)
     return metadata.record()
 
 
@@ -150,8 +154,11 @@ def load_tensors(path: str | Path, name: str) -> dict[str, torch.Tensor]:
     return _read_tensors(directory / file_name, metadata.extra[file_name])
 
 
-def _load_weights(weights: Path, module: nn.Module, expected: int) -> None:
+def _load_weights(
+    weights: Path, module: nn.Module, expected: int, unused: tuple[str, ...] = ()
+) -> None:
     tensors = _read_tensors(weights, expected)
+    tensors = {key: value for key, value in tensors.items() if not key.startswith(unused)}
     _check_matches(weights, tensors, module.state_dict())
     module.load_state_dict(tensors)
 

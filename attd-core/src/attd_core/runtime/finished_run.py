@@ -40,7 +40,9 @@ def load_run(
 
     The run's `config.yaml` is resolved again with `tta` as the strategies (and any
     `overrides`, e.g. `eval.limit=100`), the checkpoint's weights are loaded, and a
-    strategy trained by the controller regime gets its trained controller back.
+    strategy trained by the controller regime gets its trained controller back. An
+    objective head trained by the aligned regime is loaded when the evaluation's
+    objective has a head (the one it trained), and left out when it has none.
     """
     run_dir = Path(run_dir)
     config_file = run_dir / "config.yaml"
@@ -55,7 +57,9 @@ def load_run(
     configure_threads(config.runtime.threads)
     device = select_device(config.runtime.device)
     parts = build_components(resolved, manager, device)
-    load_checkpoint(run_dir, parts.model)
+    # a run trained with a headed objective may be evaluated with another objective
+    unused = ("objective_head.",) if parts.model.objective_head is None else ()
+    load_checkpoint(run_dir, parts.model, unused=unused)
     trained = parts.strategies.get(metadata.get("trained_strategy") or "")
     if trained is not None:
         load_extra(run_dir, "strategy", trained)
