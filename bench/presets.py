@@ -25,16 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from timed_command import run_timed
+
 BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
-ATTD = Path(sys.executable).with_name("attd")
 CELLS = ("listops:cpu", "listops:cpu-long", "pathfinder:cpu")
 """The task presets trained by default: each CPU preset the LRA tasks offer."""
 
@@ -51,23 +47,9 @@ def run_cell(runs: Path, task: str, preset: str, seed: int) -> None:
         return
     if folder.exists():
         raise SystemExit(f"error: {folder} holds an unfinished cell; remove it to train it again")
-    command = [str(ATTD), "run", "--task", task, "--preset", preset,
-               "--set", f"runtime.seed={seed}", "--output-dir", str(folder)]  # fmt: skip
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    load_before, start = os.getloadavg()[0], time.perf_counter()
-    print(f"{folder}: {shlex.join(command)} (load {load_before:.2f})", flush=True)
-    if subprocess.run(command, env=env, stdin=subprocess.DEVNULL).returncode != 0:
-        raise SystemExit(f"error: {shlex.join(command)} failed (its output is above)")
-    record = {
-        "task": task,
-        "preset": preset,
-        "seed": seed,
-        "command": shlex.join(["attd", *command[1:]]),
-        "wall_seconds": time.perf_counter() - start,
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-    }
-    (folder / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    arguments = ["run", "--task", task, "--preset", preset,
+                 "--set", f"runtime.seed={seed}", "--output-dir", str(folder)]  # fmt: skip
+    run_timed(arguments, folder / "bench.json", task=task, preset=preset, seed=seed)
 
 
 def read_cell(folder: Path) -> dict:

@@ -1,0 +1,266 @@
+"""docs/results.md, regenerated from run folders: does test-time adaptation help here?
+
+    python bench/results.py run [--tasks digits,listops] [--regimes base,aligned,meta]
+                                [--seeds 0,1,2] [--runs bench/runs/results]
+    python bench/results.py table [--runs bench/runs/results] [--write docs/results.md]
+
+`run` trains every cell (task, regime, seed) one at a time with `attd run` as a user
+types it (folder RUNS/TASK-REGIME-sSEED), then, per (task, regime), evaluates the seeds
+together with `attd compare RUN_s0 RUN_s1 ... --output RUNS/compare/...`: clean and under
+the task's shifts, once with the regime's own inner objective (`none`, `fixed:k`,
+`adaptive`, `oracle`) and once with `memo`. Each command's wall time and load go into
+`bench.json` (training) or `STEM.bench.json` (comparisons) beside what it wrote. What
+is complete is kept, so an interrupted `run` goes on where it stopped.
+
+`table` reads only those files: accuracy is the mean over seeds (± their std), `vs none`
+the pooled paired comparison of `attd compare` (bootstrap 95 % CI resampling examples
+jointly across seeds, exact McNemar, flips), `mean k` and `s/sample` its pooled step
+counts and seconds. Every settings choice in `RECIPES` was made on the validation split
+(docs/results.md says how); the test split is read only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from timed_command import run_timed
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one task is trained and compared. `train` are `attd run` arguments every
+    regime shares; `regimes` add their own; `inner` are the strategies compared with the
+    regime's inner objective, `memo` the strategies run with `memo_objective`."""
+
+    train: list[str]
+    shifts: list[str]
+    regimes: dict[str, list[str]]
+    inner: list[str]
+    memo: list[str]
+    memo_objective: str
+    eval_sets: list[str] = field(default_factory=list)
+
+
+RECIPES = {
+    "digits": Recipe(
+        train=["--task", "image-classification"],
+        shifts=["gaussian-noise:3", "occlusion:3"],
+        regimes={
+            "base": [],
+            "aligned": [
+                "--set",
+                "train.regime=aligned",
+                "--set",
+                "eval.objective.name=masked-reconstruction",
+                "--set",
+                "eval.objective.target=inputs",
+                "--set",
+                "eval.objective.mask_ratio=0.3",
+            ],
+            "meta": ["--set", "train.regime=meta", "--set", "train.strategy=fixed:1,lr=1"],
+        },  # fmt: skip
+        inner=["fixed:3,lr=1", "adaptive:6,controller=quantile,target_k=3,lr=1", "oracle:6,lr=1"],
+        memo=["fixed:3,lr=0.1"],
+        memo_objective="{name: memo, views: 8}",
+    ),
+    "listops": Recipe(
+        train=["--task", "listops", "--preset", "cpu"],
+        shifts=["token-substitution:3", "harder:2"],
+        regimes={
+            "base": [],
+            "aligned": [
+                "--set",
+                "train.regime=aligned",
+                "--set",
+                "eval.objective.name=masked-reconstruction",
+                "--set",
+                "eval.objective.target=inputs",
+            ],
+            "meta": ["--set", "train.regime=meta", "--set", "train.strategy=fixed:1,lr=1"],
+        },  # fmt: skip
+        inner=["fixed:3,lr=1", "adaptive:6,controller=quantile,target_k=3,lr=1", "oracle:6,lr=1"],
+        memo=["fixed:3,lr=0.1"],
+        memo_objective="{name: memo, views: 8, augmentations: [token-substitution:1]}",
+        eval_sets=["eval.limit=1000"],
+    ),
+}
+"""What each task trains and compares; chosen on validation (see docs/results.md)."""
+SEEDS = (0, 1, 2)
+GROUPS = ("inner", "memo")
+"""Each regime's strategies with its own inner objective, then with memo."""
+
+
+def cell_dir(runs: Path, task: str, regime: str, seed: int) -> Path:
+    return runs / f"{task}-{regime}-s{seed}"
+
+
+def compare_stem(runs: Path, task: str, regime: str, group: str, shifted: bool) -> Path:
+    return runs / "compare" / f"{task}-{regime}-{group}-{'shifted' if shifted else 'clean'}"
+
+
+def train_cell(runs: Path, task: str, regime: str, seed: int) -> None:
+    folder = cell_dir(runs, task, regime, seed)
+    if (folder / "summary.json").is_file() and (folder / "bench.json").is_file():
+        print(f"{folder}: done before, kept")
+        return
+    if folder.exists():
+        raise SystemExit(f"error: {folder} holds an unfinished cell; remove it to train it again")
+    recipe = RECIPES[task]
+    arguments = ["run", *recipe.train, *recipe.regimes[regime], "--seed", str(seed)]
+    arguments += ["--output-dir", str(folder)]
+    run_timed(arguments, folder / "bench.json", task=task, regime=regime, seed=seed)
+
+
+def compare_cells(runs: Path, task: str, regime: str, seeds: list[int]) -> None:
+    """The four comparisons of one (task, regime): both groups, clean and shifted."""
+    recipe = RECIPES[task]
+    folders = [str(cell_dir(runs, task, regime, seed)) for seed in seeds]
+    for group in GROUPS:
+        strategies = recipe.inner if group == "inner" else recipe.memo
+        sets = [*recipe.eval_sets]
+        if group == "memo":
+            sets.append(f"eval.objective={recipe.memo_objective}")
+        for shifted in (False, True):
+            stem = compare_stem(runs, task, regime, group, shifted)
+            if stem.with_suffix(".bench.json").is_file():
+                print(f"{stem}: done before, kept")
+                continue
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            arguments = ["compare", *folders]
+            arguments += [part for tta in strategies for part in ("--tta", tta)]
+            arguments += [part for s in recipe.shifts if shifted for part in ("--shift", s)]
+            arguments += [part for s in sets for part in ("--set", s)]
+            arguments += ["--output", str(stem)]
+            run_timed(arguments, stem.with_suffix(".bench.json"), task=task, regime=regime)
+
+
+def rows(runs: Path, task: str, regime: str) -> dict[str, list[dict]]:
+    """shift -> the table rows of one (task, regime), from its comparisons."""
+    by_shift: dict[str, list[dict]] = {}
+    for group in GROUPS:
+        for shifted in (False, True):
+            stem = compare_stem(runs, task, regime, group, shifted)
+            if not stem.with_suffix(".json").is_file():
+                continue
+            report = json.loads(stem.with_suffix(".json").read_text())
+            command = json.loads(stem.with_suffix(".bench.json").read_text())["command"]
+            for shift, entries in report["shifts"].items():
+                for tta, entry in entries.items():
+                    if group == "memo" and tta == "none":
+                        continue  # the same none as the inner group's
+                    label = f"memo {tta}" if group == "memo" else tta
+                    by_shift.setdefault(shift, []).append(
+                        {"regime": regime, "tta": label, "command": command, **entry}
+                    )
+    return by_shift
+
+
+def _cell(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _vs_none(paired: dict | None) -> list[str]:
+    if not paired:
+        return ["-", "-", "-"]
+    ci = f"{paired['difference']:+.4f} [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}]"
+    flips = f"+{paired['wrong_to_right']}/-{paired['right_to_wrong']}"
+    return [ci, f"{paired['mcnemar_p']:.3g}", flips]
+
+
+def task_markdown(runs: Path, task: str) -> list[str]:
+    recipe = RECIPES[task]
+    by_shift: dict[str, list[dict]] = {}
+    for regime in recipe.regimes:
+        for shift, found in rows(runs, task, regime).items():
+            by_shift.setdefault(shift, []).extend(found)
+    lines = [f"## {task}", ""]
+    header = ["regime", "strategy", "accuracy (mean ± std over seeds)", "vs none [95% CI]",
+              "McNemar p", "flips +/-", "mean k", "s/sample", "n x runs"]  # fmt: skip
+    for shift, found in by_shift.items():
+        lines += [f"### {shift}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
+        for row in found:
+            label = f"`{row['tta']}`" + (" (uses labels)" if row["uses_labels"] else "")
+            spread = "" if row.get("accuracy_std") is None else f" ± {row['accuracy_std']:.4f}"
+            cells = [
+                row["regime"],
+                label,
+                _cell(row["accuracy"]) + spread,
+                *_vs_none(row.get("paired")),
+                f"{row['mean_k']:.2f}",
+                f"{row['seconds_per_sample']:.2e}",
+                f"{row['n']} x {row.get('runs', 1)}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def commands_markdown(runs: Path, task: str) -> list[str]:
+    """Every command behind the task's tables, with its wall time and load."""
+    lines = [f"### Commands: {task}", "", "| command | wall s | load before / after |",
+             "|---|---:|---:|"]  # fmt: skip
+    records = sorted(runs.glob(f"{task}-*-s*/bench.json")) + sorted(
+        (runs / "compare").glob(f"{task}-*.bench.json")
+    )
+    for path in records:
+        record = json.loads(path.read_text())
+        load = f"{record['load_before']:.2f} / {record['load_after']:.2f}"
+        lines.append(f"| `{record['command']}` | {record['wall_seconds']:.0f} | {load} |")
+    return [*lines, ""]
+
+
+def markdown(runs: Path, tasks: list[str]) -> str:
+    lines = [
+        "# Results: test-time adaptation on digits and ListOps",
+        "",
+        "Generated by `python bench/results.py table --write docs/results.md` from the run",
+        f"folders under `{runs}`; nothing here is typed by hand. See bench/results.py for",
+        "the recipes and how the table is computed, and bench/README.md for how the",
+        "settings were chosen (on validation).",
+        "",
+    ]
+    for task in tasks:
+        lines += task_markdown(runs, task)
+    lines += ["## Commands", ""]
+    for task in tasks:
+        lines += commands_markdown(runs, task)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("--tasks", default=",".join(RECIPES))
+    parser.add_argument("--regimes", default="base,aligned,meta")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--runs", type=Path, default=Path("bench/runs/results"))
+    parser.add_argument("--write", type=Path, help="write the Markdown to this file")
+    args = parser.parse_args(argv)
+    tasks = args.tasks.split(",")
+    unknown = [task for task in tasks if task not in RECIPES]
+    if unknown:
+        raise SystemExit(f"error: --tasks: unknown {unknown[0]!r}; known: {', '.join(RECIPES)}")
+    if args.action == "run":
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        for task in tasks:
+            for regime in args.regimes.split(","):
+                for seed in seeds:
+                    train_cell(args.runs, task, regime, seed)
+                compare_cells(args.runs, task, regime, seeds)
+        return 0
+    text = markdown(args.runs, tasks)
+    if args.write is not None:
+        args.write.write_text(text + "\n")
+        print(f"wrote {args.write} ({shlex.quote(str(args.runs))})")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
