@@ -18,6 +18,7 @@ from attd_vision.options import (
     PatchesOptions,
     PixelShiftOptions,
     PixelsOptions,
+    RotationOptions,
 )
 
 __version__ = "0.1.0"
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from attd_vision.encoders import PatchEncoder as PatchEncoder
     from attd_vision.encoders import PixelEncoder as PixelEncoder
     from attd_vision.images import to_array as to_array
+    from attd_vision.rotation import Rotation as Rotation
+    from attd_vision.rotation import rotated_copies as rotated_copies
     from attd_vision.shifts import Contrast as Contrast
     from attd_vision.shifts import Flip as Flip
     from attd_vision.shifts import GaussianBlur as GaussianBlur
@@ -45,6 +48,7 @@ _LAZY_NAMES = lazy_exports(
         "attd_vision.data": ("load_digits",),
         "attd_vision.encoders": ("PatchEncoder", "PixelEncoder"),
         "attd_vision.images": ("to_array",),
+        "attd_vision.rotation": ("Rotation", "rotated_copies"),
         "attd_vision.shifts": (
             "Contrast",
             "Flip",
@@ -67,6 +71,7 @@ __all__ = [
     "PatchesOptions",
     "PixelShiftOptions",
     "PixelsOptions",
+    "RotationOptions",
     "__version__",
     *_LAZY_NAMES,
 ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attd_core import EncoderSpec, PluginSpec, ShiftSpec, TaskSpec, hookimpl
+from attd_core import EncoderSpec, ObjectiveSpec, PluginSpec, ShiftSpec, TaskSpec, hookimpl
 from attd_vision.options import (
     FlipOptions,
     ImageClassificationOptions,
     PatchesOptions,
     PixelShiftOptions,
     PixelsOptions,
+    RotationOptions,
 )
 
 SPECS: tuple[PluginSpec, ...] = (
@@ -26,6 +27,12 @@ SPECS: tuple[PluginSpec, ...] = (
         summary="Image to non-overlapping P x P patches, flattened to float vectors",
         factory="attd_vision.encoders:PatchEncoder",
         config=PatchesOptions,
+    ),
+    ObjectiveSpec(
+        name="rotation",
+        summary="Predict each image's quarter turn (TTT's head; train.regime=aligned)",
+        factory="attd_vision.rotation:Rotation",
+        config=RotationOptions,
     ),
     TaskSpec(
         name="image-classification",

@@ -139,6 +139,10 @@ class FlipOptions(_Options):
     probability: float = Field(0.5, ge=0, le=1, description="Chance that an image is mirrored.")
 
 
+class RotationOptions(_Options):
+    """TTT's rotation prediction: each image at four quarter turns, a 4-way head."""
+
+
 class ImageClassificationOptions(_Options):
     """Where the images come from, how they are split and how they are encoded."""
 
