@@ -108,7 +108,7 @@ RECIPES = {
         eval_sets=["eval.limit=200"],
     ),
 }
-"""What each task trains and compares; chosen on validation (see docs/results.md)."""
+"""What each task trains and compares; settings chosen on validation (bench/README.md)."""
 SEEDS = (0, 1, 2)
 GROUPS = ("inner", "memo")
 """Each regime's strategies with its own inner objective, then with memo."""
