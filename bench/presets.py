@@ -28,7 +28,7 @@ import json
 import statistics
 from pathlib import Path
 
-from timed_command import run_timed
+from timed_command import run_cell
 
 BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
 CELLS = ("listops:cpu", "listops:cpu-long", "pathfinder:cpu")
@@ -39,17 +39,12 @@ def cell_dir(runs: Path, task: str, preset: str, seed: int) -> Path:
     return runs / f"{task}-{preset}-s{seed}"
 
 
-def run_cell(runs: Path, task: str, preset: str, seed: int) -> None:
+def train_preset(runs: Path, task: str, preset: str, seed: int) -> None:
     """Train and evaluate one cell unless its folder is already complete."""
     folder = cell_dir(runs, task, preset, seed)
-    if (folder / "summary.json").is_file() and (folder / "bench.json").is_file():
-        print(f"{folder}: done before, kept")
-        return
-    if folder.exists():
-        raise SystemExit(f"error: {folder} holds an unfinished cell; remove it to train it again")
     arguments = ["run", "--task", task, "--preset", preset,
                  "--set", f"runtime.seed={seed}", "--output-dir", str(folder)]  # fmt: skip
-    run_timed(arguments, folder / "bench.json", task=task, preset=preset, seed=seed)
+    run_cell(arguments, folder, task=task, preset=preset, seed=seed)
 
 
 def read_cell(folder: Path) -> dict:
@@ -125,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell in args.cells.split(","):
             task, preset = cell.split(":")
             for seed in (int(seed) for seed in args.seeds.split(",")):
-                run_cell(args.runs, task, preset, seed)
+                train_preset(args.runs, task, preset, seed)
         return 0
     folders = sorted(p for p in args.runs.glob("*-s*") if (p / "bench.json").is_file())
     if not folders:

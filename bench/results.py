@@ -27,7 +27,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from timed_command import run_timed
+from timed_command import run_cell, run_timed
 
 
 @dataclass(frozen=True)
@@ -57,30 +57,28 @@ INNER = [
 ]
 """Strategies compared with each regime's own inner objective (beside none)."""
 
+
+def _sets(*overrides: str) -> list[str]:
+    """`attd run` arguments setting each `key=value` of `overrides`."""
+    return [part for override in overrides for part in ("--set", override)]
+
+
+MASKED_INPUTS = ("eval.objective.name=masked-reconstruction", "eval.objective.target=inputs")
+"""The aligned regime's objective: reconstruct the blanked inputs through a head."""
+META = _sets("train.regime=meta", f"train.strategy=fixed:1,{STEP}")
+
 RECIPES = {
     "digits": Recipe(
         train=["--task", "image-classification"],
         shifts=["gaussian-noise:3", "occlusion:3"],
         regimes={
             "base": [],
-            "aligned": [
-                "--set",
-                "train.regime=aligned",
-                "--set",
-                "eval.objective.name=masked-reconstruction",
-                "--set",
-                "eval.objective.target=inputs",
-                "--set",
-                "eval.objective.mask_ratio=0.3",
-            ],
-            "meta": ["--set", "train.regime=meta", "--set", f"train.strategy=fixed:1,{STEP}"],
-            "aligned-rotation": [
-                "--set",
-                "train.regime=aligned",
-                "--set",
-                "eval.objective=rotation",
-            ],
-        },  # fmt: skip
+            "aligned": _sets(
+                "train.regime=aligned", *MASKED_INPUTS, "eval.objective.mask_ratio=0.3"
+            ),
+            "meta": META,
+            "aligned-rotation": _sets("train.regime=aligned", "eval.objective=rotation"),
+        },
         inner=INNER,
         memo=["fixed:3,lr=0.1"],
         memo_objective="{name: memo, views: 8}",
@@ -90,16 +88,9 @@ RECIPES = {
         shifts=["token-substitution:3", "harder:2"],
         regimes={
             "base": [],
-            "aligned": [
-                "--set",
-                "train.regime=aligned",
-                "--set",
-                "eval.objective.name=masked-reconstruction",
-                "--set",
-                "eval.objective.target=inputs",
-            ],
-            "meta": ["--set", "train.regime=meta", "--set", f"train.strategy=fixed:1,{STEP}"],
-        },  # fmt: skip
+            "aligned": _sets("train.regime=aligned", *MASKED_INPUTS),
+            "meta": META,
+        },
         inner=INNER,
         memo=["fixed:3,lr=0.1"],
         memo_objective="{name: memo, views: 8, augmentations: [token-substitution:1]}",
@@ -124,15 +115,10 @@ def compare_stem(runs: Path, task: str, regime: str, group: str, shifted: bool) 
 
 def train_cell(runs: Path, task: str, regime: str, seed: int) -> None:
     folder = cell_dir(runs, task, regime, seed)
-    if (folder / "summary.json").is_file() and (folder / "bench.json").is_file():
-        print(f"{folder}: done before, kept")
-        return
-    if folder.exists():
-        raise SystemExit(f"error: {folder} holds an unfinished cell; remove it to train it again")
     recipe = RECIPES[task]
     arguments = ["run", *recipe.train, *recipe.regimes[regime], "--seed", str(seed)]
     arguments += ["--output-dir", str(folder)]
-    run_timed(arguments, folder / "bench.json", task=task, regime=regime, seed=seed)
+    run_cell(arguments, folder, task=task, regime=regime, seed=seed)
 
 
 def compare_cells(runs: Path, task: str, regime: str, seeds: list[int]) -> None:
@@ -153,7 +139,7 @@ def compare_cells(runs: Path, task: str, regime: str, seeds: list[int]) -> None:
             arguments = ["compare", *folders]
             arguments += [part for tta in strategies for part in ("--tta", tta)]
             arguments += [part for s in recipe.shifts if shifted for part in ("--shift", s)]
-            arguments += [part for s in sets for part in ("--set", s)]
+            arguments += _sets(*sets)
             arguments += ["--output", str(stem)]
             run_timed(arguments, stem.with_suffix(".bench.json"), task=task, regime=regime)
 

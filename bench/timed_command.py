@@ -35,3 +35,15 @@ def run_timed(arguments: list[str], record: Path, **fields: Any) -> None:
         "load_after": os.getloadavg()[0],
     }
     record.write_text(json.dumps(entry, indent=2) + "\n")
+
+
+def run_cell(arguments: list[str], folder: Path, **fields: Any) -> None:
+    """`attd ARGUMENTS` writing run folder `folder`, with its record in `folder/bench.json`;
+    a folder that already holds `summary.json` and `bench.json` is kept, and a folder
+    left unfinished by an interrupted bench is refused rather than overwritten."""
+    if (folder / "summary.json").is_file() and (folder / "bench.json").is_file():
+        print(f"{folder}: done before, kept")
+        return
+    if folder.exists():
+        raise SystemExit(f"error: {folder} holds an unfinished cell; remove it to train it again")
+    run_timed(arguments, folder / "bench.json", **fields)
